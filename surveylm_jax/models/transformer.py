@@ -1,0 +1,241 @@
+"""The Flax Linen decoder shared by Qwen2/2.5, Qwen3, Llama 3.x and Mistral.
+
+`Transformer(config).apply({"params": params}, input_ids, attention_mask=...)` returns float32
+logits [batch, seq, vocab]. Layers are stacked with `nn.scan` (params gain a leading `layers`
+axis), optionally rematerialised. Masks combine causality, key padding, packed-sequence
+segments and per-layer sliding windows. With `decode=True` a KV cache (collection `cache`) is
+read and extended; `init_cache` makes an empty one.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from surveylm_jax.models.config import ModelConfig
+from surveylm_jax.models.layers import (RMSNorm, apply_rope, jnp_dtype, projection,
+                                        rope_inv_freq)
+
+# Large negative (not -inf) so a query row with no visible key (a left-pad position) gives a
+# finite uniform softmax instead of NaN.
+_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+# Stand-in window for full-attention layers, so windows can be one scanned int array.
+_NO_WINDOW = 2 ** 30
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "nothing_saveable": jax.checkpoint_policies.nothing_saveable,
+    "dots_saveable": jax.checkpoint_policies.dots_saveable,
+    "dots_with_no_batch_dims_saveable": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Attention(nn.Module):
+  config: ModelConfig
+  decode: bool = False
+  lora_scale: float = 1.0
+  lora_dropout: float = 0.0
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x, positions, key_mask, segment_ids, window):
+    cfg = self.config
+    proj = functools.partial(projection, cfg, lora_scale=self.lora_scale,
+                             lora_dropout=self.lora_dropout, deterministic=self.deterministic)
+    h, kv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    q = proj((h, d), ("embed", "heads", "head_dim"), "q_proj", use_bias=cfg.attention_bias)(x)
+    k = proj((kv, d), ("embed", "kv_heads", "head_dim"), "k_proj", use_bias=cfg.attention_bias)(x)
+    v = proj((kv, d), ("embed", "kv_heads", "head_dim"), "v_proj", use_bias=cfg.attention_bias)(x)
+    if cfg.qk_norm:
+      q = RMSNorm(cfg.rms_norm_eps, "head_dim", cfg.dtype, cfg.param_dtype, name="q_norm")(q)
+      k = RMSNorm(cfg.rms_norm_eps, "head_dim", cfg.dtype, cfg.param_dtype, name="k_norm")(k)
+    inv_freq = rope_inv_freq(d, cfg.rope_theta, cfg.rope_scaling)
+    q = apply_rope(q, positions, inv_freq)
+    k = apply_rope(k, positions, inv_freq)
+
+    batch, length = x.shape[0], x.shape[1]
+    offset = 0
+    if self.decode:
+      initialised = self.has_variable("cache", "cached_key")
+      cached_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+      cached_v = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+      index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+      if initialised:
+        offset = index.value
+        k = jax.lax.dynamic_update_slice(cached_k.value, k.astype(cached_k.value.dtype),
+                                         (0, offset, 0, 0))
+        v = jax.lax.dynamic_update_slice(cached_v.value, v.astype(cached_v.value.dtype),
+                                         (0, offset, 0, 0))
+        cached_k.value, cached_v.value = k, v
+        index.value = offset + length
+
+    q_index = offset + jnp.arange(length)
+    k_index = jnp.arange(k.shape[1])
+    visible = (k_index[None, :] <= q_index[:, None]) & (q_index[:, None] - k_index[None, :] < window)
+    mask = visible[None] & key_mask[:, None, :].astype(bool)               # [b, t, s]
+    if segment_ids is not None:
+      mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
+
+    groups = h // kv
+    qg = q.reshape(batch, length, kv, groups, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = scores * (d ** -0.5)
+    scores = jnp.where(mask[:, None, None], scores, _MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(batch, length, h, d)
+    return proj((cfg.hidden_size,), ("heads", "head_dim", "embed"), "o_proj", in_axes=2)(out)
+
+
+class MLP(nn.Module):
+  config: ModelConfig
+  lora_scale: float = 1.0
+  lora_dropout: float = 0.0
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.config
+    proj = functools.partial(projection, cfg, lora_scale=self.lora_scale,
+                             lora_dropout=self.lora_dropout, deterministic=self.deterministic)
+    gate = proj((cfg.intermediate_size,), ("embed", "mlp"), "gate_proj")(x)
+    up = proj((cfg.intermediate_size,), ("embed", "mlp"), "up_proj")(x)
+    return proj((cfg.hidden_size,), ("mlp", "embed"), "down_proj")(nn.silu(gate) * up)
+
+
+class DecoderLayer(nn.Module):
+  config: ModelConfig
+  decode: bool = False
+  lora_scale: float = 1.0
+  lora_dropout: float = 0.0
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x, window, positions, key_mask, segment_ids):
+    cfg = self.config
+    lora = dict(lora_scale=self.lora_scale, lora_dropout=self.lora_dropout,
+                deterministic=self.deterministic)
+    h = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype, name="input_layernorm")(x)
+    x = x + Attention(cfg, decode=self.decode, name="self_attn", **lora)(
+        h, positions, key_mask, segment_ids, window)
+    h = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype,
+                name="post_attention_layernorm")(x)
+    x = x + MLP(cfg, name="mlp", **lora)(h)
+    x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
+    return x, None
+
+
+def positions_from_mask(attention_mask=None, segment_ids=None, length: Optional[int] = None):
+  """Default position ids: count of real tokens before each token (left padding starts at 0),
+  restarting at every packed segment."""
+  if segment_ids is not None:
+    t = jnp.arange(segment_ids.shape[1])
+    starts = jnp.where(jnp.concatenate(
+        [jnp.ones_like(segment_ids[:, :1], bool), segment_ids[:, 1:] != segment_ids[:, :-1]],
+        axis=1), t[None, :], 0)
+    return t[None, :] - jax.lax.cummax(starts, axis=1)
+  if attention_mask is not None:
+    return jnp.maximum(jnp.cumsum(attention_mask.astype(jnp.int32), axis=-1) - 1, 0)
+  return jnp.arange(length)[None, :]
+
+
+class Transformer(nn.Module):
+  """Decoder-only LM. `lora_scale`/`lora_dropout` only matter when a `lora` collection is given."""
+  config: ModelConfig
+  lora_scale: float = 1.0
+  lora_dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, input_ids, attention_mask=None, position_ids=None, segment_ids=None,
+               decode: bool = False, deterministic: bool = True, return_hidden: bool = False):
+    cfg = self.config
+    batch, length = input_ids.shape
+    compute = jnp_dtype(cfg.dtype)
+    embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=compute,
+                     param_dtype=jnp_dtype(cfg.param_dtype),
+                     embedding_init=nn.with_logical_partitioning(
+                         nn.initializers.normal(stddev=0.02), ("vocab", "embed")),
+                     name="embed_tokens")
+    x = embed(input_ids).astype(compute)
+    x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
+
+    if position_ids is None:
+      if decode:
+        raise ValueError("decode=True needs explicit position_ids")
+      position_ids = positions_from_mask(attention_mask, segment_ids, length)
+      position_ids = jnp.broadcast_to(position_ids, (batch, length))
+    if attention_mask is None:
+      if decode:
+        raise ValueError("decode=True needs an attention_mask over the cache slots")
+      attention_mask = jnp.ones((batch, length), jnp.int32)
+
+    windows = jnp.asarray([w if w is not None else _NO_WINDOW for w in cfg.sliding_windows]
+                          or [_NO_WINDOW] * cfg.num_hidden_layers, jnp.int32)
+    layer_cls = DecoderLayer
+    policy = REMAT_POLICIES.get(cfg.remat_policy, "unknown")
+    if policy == "unknown":
+      raise ValueError(f"unknown remat_policy {cfg.remat_policy!r}; valid: "
+                       f"{', '.join(REMAT_POLICIES)}")
+    if policy is not None:
+      layer_cls = nn.remat(DecoderLayer, policy=policy, prevent_cse=False)
+    stack = nn.scan(
+        layer_cls,
+        variable_axes={"params": 0, "lora": 0, "cache": 0},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+        length=cfg.num_hidden_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+    x, _ = stack(cfg, decode=decode, lora_scale=self.lora_scale, lora_dropout=self.lora_dropout,
+                 deterministic=deterministic, name="layers")(
+                     x, windows, position_ids, attention_mask, segment_ids)
+    x = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype, name="norm")(x)
+    if return_hidden:
+      return x
+    if cfg.tie_word_embeddings:
+      kernel = embed.embedding.T
+    else:
+      kernel = LMHead(cfg, name="lm_head")()
+    return jnp.einsum("bte,ev->btv", x, kernel.astype(compute),
+                      preferred_element_type=jnp.float32)
+
+
+class LMHead(nn.Module):
+  """Holds the untied output projection `kernel` [embed, vocab]."""
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self):
+    cfg = self.config
+    return self.param("kernel", nn.with_logical_partitioning(
+        nn.initializers.normal(stddev=cfg.hidden_size ** -0.5), ("embed", "vocab")),
+                      (cfg.hidden_size, cfg.vocab_size), jnp_dtype(cfg.param_dtype))
+
+
+def init_params(model: Transformer, rng, *, boxed: bool = False):
+  """Random params (tests and tiny configs). `boxed=True` keeps the logical-axis metadata."""
+  dummy = jnp.zeros((1, 4), jnp.int32)
+  variables = model.init(rng, dummy)
+  params = variables["params"]
+  return params if boxed else nn.meta.unbox(params)
+
+
+def abstract_params(model: Transformer):
+  """Shapes and logical-axis metadata of the params, without allocating them."""
+  return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32)))[
+      "params"]
+
+
+def logical_axes(model: Transformer):
+  """The pytree of logical axis-name tuples (PartitionSpec) of every param."""
+  return nn.get_partition_spec(abstract_params(model))
+
+
+def init_cache(model: Transformer, batch_size: int, max_length: int):
+  """An empty KV cache for `max_length` slots (prompt + new tokens)."""
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.PRNGKey(0), jnp.zeros((batch_size, max_length), jnp.int32), decode=True))["cache"]
+  return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
