@@ -1,0 +1,26 @@
+"""Shared fixtures. The suite runs on the CPU; the SmolLM2 checkpoint is built by `make checkpoint`."""
+import os
+
+import pytest
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOLLM2 = os.path.join(REPO, "checkpoints", "smollm2-135m-instruct")
+SHARED_SAMPLES = os.path.join(os.path.dirname(REPO), "shared", "alignsurvey_sample")
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+  """The embedded real model. Missing means setup did not run: fail, never skip."""
+  if not os.path.exists(os.path.join(SMOLLM2, "model.safetensors")):
+    pytest.fail(f"{SMOLLM2} is missing: run `make checkpoint` (tools/gguf_to_hf.py) first")
+  return SMOLLM2
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer(smollm2_path):
+  import transformers
+  return transformers.AutoTokenizer.from_pretrained(smollm2_path)
