@@ -236,6 +236,8 @@ def logical_axes(model: Transformer):
 
 def init_cache(model: Transformer, batch_size: int, max_length: int):
   """An empty KV cache for `max_length` slots (prompt + new tokens)."""
+  ids = jnp.zeros((batch_size, max_length), jnp.int32)
   shapes = jax.eval_shape(lambda: model.init(
-      jax.random.PRNGKey(0), jnp.zeros((batch_size, max_length), jnp.int32), decode=True))["cache"]
+      jax.random.PRNGKey(0), ids, attention_mask=jnp.ones_like(ids),
+      position_ids=jnp.zeros_like(ids), decode=True))["cache"]
   return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
