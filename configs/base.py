@@ -1,0 +1,91 @@
+"""Defaults shared by every experiment config. An experiment file starts from `get_config()` and
+changes only what differs; every field can be overridden on the command line
+(`--config.train.lr=3e-4`)."""
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # Model: an HF folder, or a random tiny model when `random_init` holds an HF-style config dict.
+  c.model = ml_collections.ConfigDict()
+  c.model.path = "checkpoints/smollm2-135m-instruct"
+  c.model.dtype = "float32"              # param dtype: float32 | bfloat16
+  c.model.compute_dtype = "float32"      # matmul dtype: float32 | bfloat16
+  c.model.remat_policy = "none"          # none | full | dots_saveable | ...
+  c.model.random_init = ml_collections.ConfigDict()   # empty = load c.model.path
+  c.model.tokenizer = ""                 # default: c.model.path
+
+  # LoRA (SurveyLM recipe: rank 8, alpha 16, all seven projections).
+  c.lora = ml_collections.ConfigDict()
+  c.lora.enabled = True
+  c.lora.rank = 8
+  c.lora.alpha = 16.0
+  c.lora.dropout = 0.0
+  c.lora.use_rslora = False
+  c.lora.targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+  c.lora.init_from = ""                  # a PEFT adapter folder to start from (Stage I adapter)
+  c.lora.stacking = "continue"           # continue | merge_then_new
+
+  # Data.
+  c.data = ml_collections.ConfigDict()
+  c.data.train = ""                      # AlignSurvey JSON/JSONL file(s), comma separated
+  c.data.eval = ""
+  c.data.lenient = False
+  c.data.seq_len = 512
+  c.data.batch_size = 8                  # global batch (rows)
+  c.data.pack = True
+  c.data.shuffle_options = False         # option-order augmentation for training
+  c.data.max_records = -1                # -1 = all
+
+  # Training.
+  c.train = ml_collections.ConfigDict()
+  c.train.steps = 100
+  c.train.epochs = 0                     # > 0: steps derived from the data, overrides steps
+  c.train.lr = 1e-4
+  c.train.warmup_fraction = 0.1
+  c.train.weight_decay = 0.0
+  c.train.grad_clip = 1.0
+  c.train.microbatches = 1
+  c.train.full_finetune = False
+  c.train.log_every = 10
+  c.train.eval_every = 0                 # 0 = only at the end
+  c.train.eval_batches = 4
+
+  # Losses and their weights (registry keys in surveylm_jax.train.losses).
+  c.loss = ml_collections.ConfigDict({"token_ce": 1.0})
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 100
+  c.checkpoint.keep = 3
+  c.checkpoint.async_save = True
+
+  # Mesh: one axis may be -1 (takes the remaining devices).
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  # Logical axis -> mesh axes. Parallelism is changed here, never in code.
+  c.sharding_rules = (
+      ("activation_batch", ("data", "fsdp")),
+      ("activation_length", None),
+      ("activation_embed", "tensor"),
+      ("layers", None),
+      ("vocab", "tensor"),
+      ("embed", "fsdp"),
+      ("heads", "tensor"),
+      ("kv_heads", "tensor"),
+      ("head_dim", None),
+      ("mlp", "tensor"),
+      ("lora_rank", None),
+  )
+
+  # Evaluation.
+  c.eval = ml_collections.ConfigDict()
+  c.eval.data = ""                       # AlignSurvey test file(s); default c.data.eval
+  c.eval.max_records = -1
+  c.eval.batch_size = 16
+  c.eval.readout = "scoring"             # scoring | generate
+  c.eval.baselines = ("uniform", "majority", "marginal", "logreg")
+  return c
