@@ -1,0 +1,134 @@
+"""Training losses: a registry of `(logits, batch) -> (scalar, aux)` functions.
+
+Batch contract (produced by the data pipeline):
+  input_ids  [B, T]   token ids; loss_mask [B, T] = 1 where token t is a training target
+                       (predicted from position t-1: assistant answer tokens and their EOS).
+  Option losses additionally read, for up to M answer slots per row:
+  option_positions [B, M]     position whose next-token logits give the answer letter (-1 = none)
+  option_token_ids [B, M, K]  token id of each option letter, in the question's own order
+  option_mask      [B, M, K]  1 for real options (padding options come last)
+  option_targets   [B, M, K]  target distribution over the options (a group's shares, or the
+                              one-hot answer of an individual)
+
+Add a loss by registering a function:
+
+    from surveylm_jax.train import losses
+    @losses.register("entropy_bonus")
+    def entropy_bonus(logits, batch):
+      ...
+      return value, {"entropy": value}
+
+and weight it from the config: `config.loss = {"token_ce": 1.0, "entropy_bonus": 0.1}`.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+from ott.geometry import costs, pointcloud
+from ott.problems.linear import linear_problem
+from ott.solvers.linear import univariate
+
+LossFn = Callable[[jnp.ndarray, dict], Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]]
+LOSSES: Dict[str, LossFn] = {}
+
+
+def register(name: str):
+  def wrap(fn: LossFn) -> LossFn:
+    if name in LOSSES:
+      raise ValueError(f"loss {name!r} is already registered")
+    LOSSES[name] = fn
+    return fn
+  return wrap
+
+
+def get(name: str) -> LossFn:
+  if name not in LOSSES:
+    raise KeyError(f"unknown loss {name!r}; registered: {', '.join(sorted(LOSSES))}")
+  return LOSSES[name]
+
+
+@register("token_ce")
+def token_ce(logits, batch):
+  """Masked next-token cross-entropy, averaged over target tokens."""
+  targets = batch["input_ids"][:, 1:]
+  weights = batch["loss_mask"][:, 1:].astype(jnp.float32)
+  logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+  total = jnp.sum(nll * weights)
+  count = jnp.sum(weights)
+  loss = total / jnp.maximum(count, 1.0)
+  return loss, {"token_ce": loss, "target_tokens": count}
+
+
+def option_distribution(logits, batch):
+  """Model probability of each option letter at each answer slot, renormalised over the
+  question's options. Returns (probs [B, M, K], slot_valid [B, M])."""
+  pos = batch["option_positions"]
+  valid = pos >= 0
+  rows = jnp.take_along_axis(logits, jnp.maximum(pos, 0)[..., None], axis=1)   # [B, M, V]
+  letter_logits = jnp.take_along_axis(rows, batch["option_token_ids"], axis=-1)  # [B, M, K]
+  mask = batch["option_mask"].astype(bool)
+  letter_logits = jnp.where(mask, letter_logits.astype(jnp.float32), -1e30)
+  probs = jax.nn.softmax(letter_logits, axis=-1) * mask
+  return probs, valid & mask.any(-1)
+
+
+def _slot_mean(values, valid):
+  w = valid.astype(jnp.float32)
+  return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+@register("option_kl")
+def option_kl(logits, batch):
+  """Forward KL(target || model) over the option letters, averaged over answer slots."""
+  probs, valid = option_distribution(logits, batch)
+  target = batch["option_targets"].astype(jnp.float32)
+  terms = jnp.where(target > 0, target * (jnp.log(jnp.maximum(target, 1e-30))
+                                          - jnp.log(jnp.maximum(probs, 1e-30))), 0.0)
+  loss = _slot_mean(jnp.sum(terms, -1), valid)
+  return loss, {"option_kl": loss}
+
+
+def ordinal_w1(p, q):
+  """Wasserstein-1 between two distributions over ordinal positions 0..K-1 (ott-jax)."""
+  k = p.shape[-1]
+  support = jnp.arange(k, dtype=jnp.float32)[:, None]
+  geom = pointcloud.PointCloud(support, support, cost_fn=costs.PNormP(1))
+  prob = linear_problem.LinearProblem(geom, a=p, b=q)
+  return univariate.quantile_solver(prob).ot_costs[0]
+
+
+@register("option_w1")
+def option_w1(logits, batch):
+  """Differentiable W1 over the options in their listed order, normalised by K-1."""
+  probs, valid = option_distribution(logits, batch)
+  target = batch["option_targets"].astype(jnp.float32)
+  flat_p = target.reshape(-1, target.shape[-1])
+  flat_q = probs.reshape(-1, probs.shape[-1])
+  # Empty slots get a dummy point mass so the solver sees proper distributions; masked below.
+  empty = (flat_p.sum(-1) <= 0) | (flat_q.sum(-1) <= 0)
+  dummy = jnp.zeros_like(flat_p).at[:, 0].set(1.0)
+  flat_p = jnp.where(empty[:, None], dummy, flat_p / jnp.maximum(flat_p.sum(-1, keepdims=True),
+                                                                 1e-30))
+  flat_q = jnp.where(empty[:, None], dummy, flat_q)
+  w1 = jax.vmap(ordinal_w1)(flat_p, flat_q).reshape(target.shape[:-1])
+  k = jnp.maximum(batch["option_mask"].sum(-1).astype(jnp.float32) - 1.0, 1.0)
+  loss = _slot_mean(w1 / k, valid)
+  return loss, {"option_w1": loss}
+
+
+def combined_loss(weights: Dict[str, float]) -> LossFn:
+  """Weighted sum of registered losses; aux metrics of every part are kept."""
+  fns = {name: get(name) for name in weights}
+
+  def loss_fn(logits, batch):
+    total, aux = 0.0, {}
+    for name, fn in fns.items():
+      value, parts = fn(logits, batch)
+      total = total + weights[name] * value
+      aux.update(parts)
+    aux["loss"] = total
+    return total, aux
+  return loss_fn

@@ -1,0 +1,109 @@
+"""The jitted train and eval steps: pure functions of (state, batch) -> (state, metrics).
+
+`TrainState` holds what changes during training: the step, the trainable tree (LoRA params, or
+all params for full fine-tuning) and the optimizer state, which therefore exists only for the
+trainable leaves. Frozen base params travel beside it and are never differentiated.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from surveylm_jax import lora as lora_lib
+from surveylm_jax.models.transformer import Transformer
+from surveylm_jax.train.losses import option_distribution
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray
+  trainable: Any
+  opt_state: Any
+
+
+def init_state(trainable, optimizer) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), trainable=trainable,
+                    opt_state=optimizer.init(trainable))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFns:
+  """Everything a step needs besides arrays; hashable so it can close over jit."""
+  model: Transformer
+  lora_cfg: Optional[lora_lib.LoraConfig]     # None = full fine-tuning
+  loss_fn: Callable
+  optimizer: Any
+  schedule: Callable
+  microbatches: int = 1
+
+  def forward(self, trainable, frozen, batch, *, deterministic: bool, rng=None):
+    kwargs = dict(position_ids=batch.get("position_ids"), segment_ids=batch.get("segment_ids"),
+                  attention_mask=batch.get("attention_mask"), deterministic=deterministic)
+    rngs = {"dropout": rng} if rng is not None and not deterministic else {}
+    if self.lora_cfg is None:
+      return self.model.apply({"params": trainable}, batch["input_ids"], rngs=rngs, **kwargs)
+    model = lora_lib.lora_model(self.model, self.lora_cfg)
+    return model.apply({"params": frozen, "lora": trainable}, batch["input_ids"], rngs=rngs,
+                       **kwargs)
+
+
+def _split_microbatches(batch, n: int):
+  def one(x):
+    if x.shape[0] % n:
+      raise ValueError(f"batch of {x.shape[0]} rows does not split into {n} microbatches")
+    return x.reshape((n, x.shape[0] // n) + x.shape[1:])
+  return jax.tree_util.tree_map(one, batch)
+
+
+def train_step(fns: StepFns, state: TrainState, frozen, batch, rng):
+  """One optimizer update; gradients averaged over `fns.microbatches` microbatches."""
+  rng = jax.random.fold_in(rng, state.step)
+
+  def loss_of(trainable, mb, mb_rng):
+    logits = fns.forward(trainable, frozen, mb, deterministic=False, rng=mb_rng)
+    return fns.loss_fn(logits, mb)
+
+  grad_fn = jax.value_and_grad(loss_of, has_aux=True)
+  if fns.microbatches == 1:
+    (loss, aux), grads = grad_fn(state.trainable, batch, rng)
+  else:
+    mbs = _split_microbatches(batch, fns.microbatches)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, state.trainable)
+
+    def body(carry, xs):
+      acc, i = carry
+      (loss, aux), g = grad_fn(state.trainable, xs, jax.random.fold_in(rng, i))
+      acc = jax.tree_util.tree_map(jnp.add, acc, g)
+      return (acc, i + 1), (loss, aux)
+    (grads, _), (losses, auxes) = jax.lax.scan(body, (zeros, 0), mbs)
+    grads = jax.tree_util.tree_map(lambda g: g / fns.microbatches, grads)
+    loss = jnp.mean(losses)
+    aux = jax.tree_util.tree_map(jnp.mean, auxes)
+    if "target_tokens" in aux:
+      aux["target_tokens"] = aux["target_tokens"] * fns.microbatches
+  updates, opt_state = fns.optimizer.update(grads, state.opt_state, state.trainable)
+  trainable = optax.apply_updates(state.trainable, updates)
+  metrics = dict(aux)
+  metrics.update(loss=loss, grad_norm=optax.global_norm(grads),
+                 learning_rate=fns.schedule(state.step),
+                 tokens=jnp.sum(batch["segment_ids"] > 0) if "segment_ids" in batch
+                 else jnp.asarray(batch["input_ids"].size))
+  return TrainState(step=state.step + 1, trainable=trainable, opt_state=opt_state), metrics
+
+
+def eval_step(fns: StepFns, trainable, frozen, batch):
+  """Loss on a held-out batch, plus option accuracy when the batch carries answer slots."""
+  logits = fns.forward(trainable, frozen, batch, deterministic=True)
+  loss, aux = fns.loss_fn(logits, batch)
+  metrics = dict(aux, loss=loss)
+  if "option_positions" in batch:
+    probs, valid = option_distribution(logits, batch)
+    hit = jnp.argmax(probs, -1) == jnp.argmax(batch["option_targets"], -1)
+    metrics["option_accuracy_sum"] = jnp.sum(hit & valid)
+    metrics["option_count"] = jnp.sum(valid)
+  return metrics
