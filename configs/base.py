@@ -26,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.lora.use_rslora = False
   c.lora.targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
   c.lora.init_from = ""                  # a PEFT adapter folder to start from (Stage I adapter)
-  c.lora.stacking = "continue"           # continue | merge_then_new
+  c.lora.stacking = "continue"           # continue | merge_then_fresh
 
   # Data.
   c.data = ml_collections.ConfigDict()
@@ -88,4 +88,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 16
   c.eval.readout = "scoring"             # scoring | generate
   c.eval.baselines = ("uniform", "majority", "marginal", "logreg")
+  c.eval.train_data = ""                 # task-4 training records the baselines fit on
+  c.eval.adapter = ""                    # a PEFT adapter folder merged into the model for eval
+  c.eval.prefix_reuse = True             # option scoring reuses shared prompt prefixes' KV cache
+  c.eval.length_step = 16                # scoring pads lengths to multiples of this (few compiles)
+  c.eval.max_new_tokens = 16             # generate read-out
+  c.eval.noise_floor_draws = 200         # bootstrap resamples per group
+  c.eval.position_bias_records = 100     # records scored under every option order (0 = skip)
+  c.eval.subgroups = ("rural resident=yes", "age group=76 and over", "yearly income=under $20,000")
+  c.eval.subgroup_columns = ("sex", "race", "age group", "highest degree", "yearly income")
+  c.eval.fairness_min_records = 20
   return c

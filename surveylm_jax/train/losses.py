@@ -1,8 +1,9 @@
 """Training losses: a registry of `(logits, batch) -> (scalar, aux)` functions.
 
 Batch contract (produced by the data pipeline):
-  input_ids  [B, T]   token ids; loss_mask [B, T] = 1 where token t is a training target
-                       (predicted from position t-1: assistant answer tokens and their EOS).
+  input_ids [B, T]  token ids; targets [B, T] the next token within the same packed segment;
+  loss_mask [B, T]  1 where targets[t] is a token to learn (assistant answer tokens and EOS):
+                    token loss = CE(logits[t], targets[t]) * loss_mask[t].
   Option losses additionally read, for up to M answer slots per row:
   option_positions [B, M]     position whose next-token logits give the answer letter (-1 = none)
   option_token_ids [B, M, K]  token id of each option letter, in the question's own order
@@ -52,9 +53,9 @@ def get(name: str) -> LossFn:
 @register("token_ce")
 def token_ce(logits, batch):
   """Masked next-token cross-entropy, averaged over target tokens."""
-  targets = batch["input_ids"][:, 1:]
-  weights = batch["loss_mask"][:, 1:].astype(jnp.float32)
-  logp = jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), axis=-1)
+  targets = batch["targets"]
+  weights = batch["loss_mask"].astype(jnp.float32)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
   nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
   total = jnp.sum(nll * weights)
   count = jnp.sum(weights)

@@ -27,8 +27,11 @@ def synthetic_batch(rows=8, length=32, vocab=512, seed=0):
   mask[:, 10:20] = 1
   mask[:, 24:] = 1
   mask[seg == 0] = 0
-  return dict(input_ids=ids, segment_ids=seg, position_ids=pos.astype(np.int32),
-              loss_mask=mask)
+  targets = np.where(seg[:, 1:] == seg[:, :-1], ids[:, 1:], 0)
+  targets = np.concatenate([targets, np.zeros((rows, 1), np.int32)], axis=1)
+  return dict(input_ids=ids, targets=targets.astype(np.int32), segment_ids=seg,
+              position_ids=pos.astype(np.int32), loss_mask=mask,
+              attention_mask=(seg > 0).astype(np.int32))
 
 
 def run(mesh_sizes, devices):

@@ -1,0 +1,25 @@
+"""Train one stage.
+
+python -m launch.train --config=configs/tiny.py --workdir=runs/tiny [--config.train.lr=3e-4 ...]
+
+A workdir that already holds checkpoints of this run is resumed.
+"""
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from surveylm_jax.train import loop
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the adapter go here.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)   # orbax logs every file rename at INFO
+  loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  app.run(main)

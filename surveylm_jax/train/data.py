@@ -1,0 +1,102 @@
+"""Training data for a stage: records -> Grain pipeline -> global batches.
+
+Every process runs the same deterministic pipeline and keeps its own rows of each global batch
+(`local_rows`). The global batch stream is therefore identical whatever the number of
+processes or devices, which is what makes a 2-process run log the same losses as a 1-process
+run; survey corpora are small enough that tokenizing them on every host costs little.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Dict, List, Tuple
+
+import jax
+
+from surveylm_jax.data import read_alignsurvey
+from surveylm_jax.data.grain_pipeline import PipelineConfig, build_dataset, pipeline_counts
+from surveylm_jax.data.packing import ROW_KEYS
+
+
+def read_records(paths: str, lenient: bool, max_records: int) -> list:
+  """Records of one or more comma-separated AlignSurvey files; skips are reported, not hidden."""
+  records: list = []
+  for path in [p.strip() for p in paths.split(",") if p.strip()]:
+    part = read_alignsurvey(path, lenient=lenient)
+    if part.report.total_skipped:
+      print(part.report.summary(), file=sys.stderr, flush=True)
+    records.extend(part)
+  if max_records is not None and max_records >= 0:
+    records = records[:max_records]
+  return records
+
+
+class TrainData:
+  def __init__(self, config):
+    import transformers
+    self.config = config
+    self.tokenizer_path = config.model.tokenizer or config.model.path
+    self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.tokenizer_path)
+    if not config.data.train:
+      raise ValueError("config.data.train is empty: name the AlignSurvey training file(s)")
+    self.train_records = read_records(config.data.train, config.data.lenient,
+                                      config.data.max_records)
+    if not self.train_records:
+      raise ValueError(f"{config.data.train}: no training records")
+    self.eval_records = (read_records(config.data.eval, config.data.lenient,
+                                      config.eval.max_records) if config.data.eval else [])
+    self.global_batch = int(config.data.batch_size)
+    if self.global_batch % jax.process_count():
+      raise ValueError(f"data.batch_size={self.global_batch} is not divisible by the "
+                       f"{jax.process_count()} processes")
+    self.seq_len = int(config.data.seq_len)
+    self._eval_cache: List[dict] = []
+    self.total_steps = self._total_steps()
+
+  def _pipeline(self, *, shuffle: bool, epochs, shuffle_options: bool) -> PipelineConfig:
+    return PipelineConfig(seq_len=self.seq_len, batch_size=self.global_batch,
+                          seed=int(self.config.seed), shuffle=shuffle, num_epochs=epochs,
+                          pack=bool(self.config.data.pack), shuffle_options=shuffle_options,
+                          process_index=0, process_count=1, drop_remainder=True)
+
+  def _total_steps(self) -> int:
+    epochs = int(self.config.train.epochs)
+    if epochs <= 0:
+      return int(self.config.train.steps)
+    it = iter(build_dataset(self.train_records, self.tokenizer,
+                            self._pipeline(shuffle=True, epochs=1, shuffle_options=False)))
+    per_epoch = sum(1 for _ in it)
+    counts = pipeline_counts(it)
+    print(f"data: {len(self.train_records)} records -> {per_epoch} batches of "
+          f"{self.global_batch}x{self.seq_len} per epoch; packer counts {counts}",
+          file=sys.stderr, flush=True)
+    if per_epoch == 0:
+      raise ValueError("the training data fill less than one batch; lower data.batch_size")
+    return epochs * per_epoch
+
+  def train_iterator(self):
+    """Endless seeded stream of global batches (epochs re-shuffle); state saveable by orbax."""
+    return iter(build_dataset(self.train_records, self.tokenizer, self._pipeline(
+        shuffle=True, epochs=None, shuffle_options=bool(self.config.data.shuffle_options))))
+
+  def eval_batches(self, limit: int) -> List[dict]:
+    if not self.eval_records or limit <= 0:
+      return []
+    if not self._eval_cache:
+      it = iter(build_dataset(self.eval_records, self.tokenizer,
+                              self._pipeline(shuffle=False, epochs=1, shuffle_options=False)))
+      for batch in it:
+        self._eval_cache.append(batch)
+        if len(self._eval_cache) >= limit:
+          break
+    return self._eval_cache[:limit]
+
+  @property
+  def batch_shapes(self) -> Dict[str, Tuple[int, int]]:
+    return {k: (self.global_batch, self.seq_len) for k in ROW_KEYS}
+
+  def local_rows(self, batch: dict) -> dict:
+    """This process's contiguous slice of the global batch's rows."""
+    n = jax.process_count()
+    size = self.global_batch // n
+    start = jax.process_index() * size
+    return {k: v[start:start + size] for k, v in batch.items() if k in ROW_KEYS}

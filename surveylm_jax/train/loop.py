@@ -1,0 +1,160 @@
+"""One training stage, top to bottom: mesh, data, model + LoRA, sharded state, step,
+checkpoint, loop, export.
+
+    metrics = train_and_evaluate(config, workdir)
+
+Resuming is automatic: a workdir holding checkpoints continues from the latest (state, data
+iterator and step), so the losses after a resume equal those of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Dict, Optional
+
+import jax
+
+from surveylm_jax import lora as lora_lib
+from surveylm_jax import models, sharding
+from surveylm_jax.train import checkpointing, setup
+from surveylm_jax.train import data as train_data
+from surveylm_jax.train.metrics_log import MetricsLogger
+from surveylm_jax.train.step import init_state
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def _host_metrics(metrics) -> Dict[str, float]:
+  return {k: float(v) for k, v in jax.device_get(metrics).items()}
+
+
+def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
+  sharding.initialize_distributed()
+  os.makedirs(workdir, exist_ok=True)
+  config_dict = json.loads(config.to_json_best_effort())
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
+      json.dump(config_dict, f, indent=2)
+
+  # ---------------------------------------------------------------- mesh
+  mesh = sharding.make_mesh(config.mesh.to_dict())
+  rules = config.sharding_rules
+
+  # ---------------------------------------------------------------- data
+  data = train_data.TrainData(config)
+  total_steps = data.total_steps
+  train_iter = data.train_iterator()
+
+  # ---------------------------------------------------------------- model + LoRA
+  model = models.Transformer(setup.model_config(config))
+  fns = setup.make_step_fns(config, model, total_steps)
+  rng = jax.random.PRNGKey(config.seed)
+  with setup.rules_context(config, mesh):
+    params, frozen_sh = setup.load_params(config, model, mesh, rules)
+    lcfg = fns.lora_cfg
+    if lcfg is not None:
+      if config.lora.init_from:
+        params, lora_params, lcfg = lora_lib.stack_stages(
+            config.lora.stacking, config.lora.init_from, params, lcfg, jax.random.fold_in(rng, 1))
+        fns = setup.StepFns(**{**fns.__dict__, "lora_cfg": lcfg})
+        params = jax.device_put(params, frozen_sh)
+      else:
+        lora_params = lora_lib.init(params, lcfg, jax.random.fold_in(rng, 1))
+      trainable_sh = setup.lora_shardings(model, lora_params, mesh, rules)
+      trainable = jax.device_put(lora_params, trainable_sh)
+      frozen = params
+    else:
+      trainable, trainable_sh, frozen, frozen_sh = params, frozen_sh, None, None
+
+    # -------------------------------------------------------------- sharded state
+    abstract_trainable = jax.eval_shape(lambda t: t, trainable)
+    state_sh = setup.state_shardings(fns, trainable_sh, abstract_trainable, mesh)
+    state = jax.jit(lambda t: init_state(t, fns.optimizer), out_shardings=state_sh)(trainable)
+    del trainable
+
+    # -------------------------------------------------------------- step
+    batch_sh = setup.batch_shardings(data.batch_shapes, mesh)
+    train_step = setup.jit_train_step(fns, state_sh, frozen_sh, batch_sh, mesh)
+    eval_step = setup.jit_eval_step(fns, trainable_sh, frozen_sh, batch_sh, mesh)
+
+    # -------------------------------------------------------------- checkpoint
+    ckpt = checkpointing.Checkpointer(workdir, keep=config.checkpoint.keep,
+                                      async_save=config.checkpoint.async_save)
+    start = ckpt.latest_step()
+    if start is not None:
+      state = ckpt.restore(start, checkpointing.abstract_like(state), train_iter, config_dict)
+      print(f"resumed from {ckpt.directory}/{start}", flush=True)
+
+    # -------------------------------------------------------------- loop
+    log = MetricsLogger(workdir, total_steps)
+    step = int(state.step)
+    last_good = start
+    window_tokens, window_start = 0.0, time.time()
+    final: Dict[str, float] = {}
+    try:
+      while step < total_steps:
+        batch = sharding.shard_host_batch(data.local_rows(next(train_iter)), mesh)
+        state, metrics = train_step(state, frozen, batch, rng)
+        step += 1
+        host = _host_metrics(metrics)
+        if not math.isfinite(host["loss"]):
+          raise NonFiniteLossError(
+              f"step {step}: loss is {host['loss']}; stopping. The last good checkpoint "
+              f"(step {last_good}) in {ckpt.directory} is intact; lower train.lr or check "
+              f"the data")
+        window_tokens += host["tokens"]
+        if step % config.train.log_every == 0 or step == total_steps:
+          elapsed = max(time.time() - window_start, 1e-9)
+          host["tokens_per_second"] = window_tokens / elapsed
+          log.write(step, host)
+          log.progress(step, host)
+          window_tokens, window_start = 0.0, time.time()
+        if config.train.eval_every and step % config.train.eval_every == 0 and step < total_steps:
+          log.write(step, evaluate(data, eval_step, state.trainable, frozen, mesh, config),
+                    prefix="val_")
+        if step % config.checkpoint.every_steps == 0 or step == total_steps:
+          ckpt.save(step, state, train_iter, config_dict, force=True)
+          last_good = step
+        final = host
+      ckpt.wait()
+      val = evaluate(data, eval_step, state.trainable, frozen, mesh, config)
+      if val:
+        log.write(step, val, prefix="val_")
+        final.update({"val_" + k: v for k, v in val.items()})
+    finally:
+      ckpt.close()
+      log.close()
+
+  # ---------------------------------------------------------------- export
+  if lcfg is not None and jax.process_index() == 0:
+    adapter_dir = os.path.join(workdir, "adapter")
+    lora_lib.save_peft(adapter_dir, jax.device_get(state.trainable), lcfg,
+                       base_model_name_or_path=config.model.path)
+    if config.lora.init_from and config.lora.stacking == "merge_then_fresh":
+      # This adapter sits on the merged Stage I base: keep that base beside it for serving.
+      models.save_pretrained(os.path.join(workdir, "merged_base"), model,
+                             jax.device_get(frozen), tokenizer_from=data.tokenizer_path)
+  return final
+
+
+def evaluate(data: "train_data.TrainData", eval_step, trainable, frozen, mesh,
+             config) -> Optional[Dict[str, float]]:
+  """Mean validation loss (and option accuracy when batches carry answer slots)."""
+  batches = data.eval_batches(config.train.eval_batches)
+  if not batches:
+    return None
+  sums: Dict[str, float] = {}
+  for raw in batches:
+    out = _host_metrics(eval_step(trainable, frozen, sharding.shard_host_batch(
+        data.local_rows(raw), mesh)))
+    for k, v in out.items():
+      sums[k] = sums.get(k, 0.0) + v
+  result = {"loss": sums["loss"] / len(batches), "batches": float(len(batches))}
+  if sums.get("option_count"):
+    result["option_accuracy"] = sums["option_accuracy_sum"] / sums["option_count"]
+  return result
+
