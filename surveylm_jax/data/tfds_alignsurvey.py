@@ -22,6 +22,7 @@ import os
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from surveylm_jax.data.readers import read_alignsurvey
 
@@ -53,6 +54,13 @@ class AlignSurvey(tfds.core.GeneratorBasedBuilder):
       "Put AlignSurvey JSON/JSONL files in the manual dir in the layout task4/individual/train.json, "
       "task4/group/test.json, task1/train.json, foundation_quan/train.json, ... (the output folder of "
       "`python -m tools.survey_to_alignsurvey` has this layout).")
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def code_path(cls) -> epath.Path:
+    # TFDS's default looks the module up through `importlib_resources`, which the TF-free install
+    # here lacks; this file is where the builder lives, which is all TFDS wants to know.
+    return epath.Path(__file__)
 
   def _info(self):
     text = tfds.features.Text()
