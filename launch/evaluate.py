@@ -1,0 +1,22 @@
+"""Evaluates a model (base, PEFT adapter via --config.eval.adapter) on AlignSurvey task-4 test
+files beside the baselines; writes DIR/eval/{metrics.json, predictions.jsonl, report.md, plots/}.
+
+    python -m launch.evaluate --config=configs/eval_gss_zero_shot.py --workdir=runs/gss_zero_shot
+"""
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where eval/ (metrics, predictions, report) goes.",
+                               required=True)
+
+
+def main(argv):
+  del argv
+  from surveylm_jax.eval import runner
+  result = runner.evaluate(_CONFIG.value, _WORKDIR.value)
+  print(f"wrote {_WORKDIR.value}/eval/report.md ({result['seconds']:.0f} s)")
+
+
+if __name__ == "__main__":
+  app.run(main)
