@@ -29,7 +29,7 @@ def _many_records(n=60):
   out = []
   rng = np.random.default_rng(0)
   for i in range(n):
-    record = data.option_shuffle.shuffle_options(base[i % len(base)], rng)
+    record = data.shuffle_options(base[i % len(base)], rng)
     out.append(type(record)(**{**record.__dict__, "respondent_id": f"r{i}",
                                "instruction": record.instruction.replace("81", str(18 + i))}))
   return out
