@@ -89,6 +89,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.readout = "scoring"             # scoring | generate
   c.eval.baselines = ("uniform", "majority", "marginal", "logreg")
   c.eval.train_data = ""                 # task-4 training records the baselines fit on
+  c.eval.max_respondents = -1            # > 0: a seeded sample of test respondents (all their records)
   c.eval.adapter = ""                    # a PEFT adapter folder merged into the model for eval
   c.eval.prefix_reuse = True             # option scoring reuses shared prompt prefixes' KV cache
   c.eval.length_step = 16                # scoring pads lengths to multiples of this (few compiles)

@@ -36,7 +36,9 @@ def markdown(result: dict, plots: list[str]) -> str:
   parts = [f"# Evaluation: {result['model']}" + (f" + {result['adapter']}" if result.get("adapter") else ""),
            "", f"Read-out: **{result['readout']}**. Data: {', '.join(result['data'])}.",
            f"Records: {result['counts']['individual']} individual, {result['counts']['group']} group; "
-           f"{result['counts']['train']} training records for the baselines.", ""]
+           f"{result['counts']['train']} training records for the baselines."
+           + (f" Subsample: {result['sampling']}; group human shares are over the whole test split, "
+              "the aggregated predictions over the sampled members." if result.get("sampling") else ""), ""]
   if result.get("records_per_second"):
     parts.append(f"Read-out speed: {result['records_per_second']:.2f} records/s "
                  f"({result['readout_seconds']:.0f} s).")

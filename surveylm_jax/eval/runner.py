@@ -36,6 +36,19 @@ def read_records(spec: str, lenient: bool, max_records: int = -1):
   return records, reports
 
 
+def sample_respondents(records, count: int, seed: int):
+  """All records of `count` respondents drawn at random (seeded), in file order, and a note."""
+  ids = list(dict.fromkeys(r.respondent_id for r in records))
+  if any(i is None for i in ids):
+    raise ValueError("config.eval.max_respondents needs a respondent id on every record")
+  if count >= len(ids):
+    return records, None
+  keep = set(np.random.default_rng(seed).choice(len(ids), size=count, replace=False).tolist())
+  chosen = {ids[i] for i in keep}
+  kept = [r for r in records if r.respondent_id in chosen]
+  return kept, f"{count} of {len(ids)} test respondents sampled (seed {seed}): {len(kept)} of {len(records)} records"
+
+
 def load_model(config):
   """(model, params, tokenizer): HF folder or random tiny config, plus an optional PEFT adapter
   (merged into the params: scoring then runs at the base model's speed)."""
@@ -148,6 +161,9 @@ def evaluate(config, workdir: str) -> dict:
   if other:
     raise ValueError(f"config.eval.data holds {other} records of tasks other than task 4; this "
                      "evaluation reads task-4 individual and group files")
+  sampled_note = None
+  if ev.max_respondents > 0:
+    individual, sampled_note = sample_respondents(individual, ev.max_respondents, config.seed)
   if ev.max_records > 0:
     individual, group_records = individual[:ev.max_records], group_records[:ev.max_records]
   if not individual and not group_records:
@@ -217,6 +233,7 @@ def evaluate(config, workdir: str) -> dict:
       "adapter": ev.adapter or None, "readout": ev.readout, "data": _paths(ev.data or config.data.eval),
       "read_reports": read_reports + train_reports,
       "counts": {"individual": len(individual), "group": len(group_records), "train": len(train)},
+      "sampling": sampled_note,
       "readout_seconds": readout_s,
       "records_per_second": len(individual) / readout_s if readout_s > 0 else None,
       "option_mass": ({"mean": float(np.mean(option_mass)), "min": float(np.min(option_mass))}
