@@ -94,9 +94,18 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.prefix_reuse = True             # option scoring reuses shared prompt prefixes' KV cache
   c.eval.length_step = 16                # scoring pads lengths to multiples of this (few compiles)
   c.eval.max_new_tokens = 16             # generate read-out
+  c.eval.max_new_tokens_text = 96        # tasks 1-3 (free text / JSON answers, always generated)
   c.eval.noise_floor_draws = 200         # bootstrap resamples per group
   c.eval.position_bias_records = 100     # records scored under every option order (0 = skip)
   c.eval.subgroups = ("rural resident=yes", "age group=76 and over", "yearly income=under $20,000")
   c.eval.subgroup_columns = ("sex", "race", "age group", "highest degree", "yearly income")
   c.eval.fairness_min_records = 20
+  # Optional LLM judge of task-2 answers (any OpenAI-compatible endpoint); off by default.
+  c.eval.judge = ml_collections.ConfigDict()
+  c.eval.judge.enabled = False
+  c.eval.judge.base_url = ""             # e.g. http://localhost:8000/v1
+  c.eval.judge.model = ""
+  c.eval.judge.api_key_env = ""          # name of the environment variable holding the key
+  c.eval.judge.max_records = 200
+  c.eval.judge.timeout_s = 60.0
   return c

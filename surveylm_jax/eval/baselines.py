@@ -20,8 +20,9 @@ import numpy as np
 from surveylm_jax.data.answers import answer_key
 
 
-def _question_key(record) -> str:
-  return str(record.extra.get("question_id") or record.question)
+def _question_key(record) -> tuple:
+  """(task, question): a task-3 stance item and a task-4 question may share a question id."""
+  return (record.task, str(record.extra.get("question_id") or record.question))
 
 
 def _profile(record) -> dict:

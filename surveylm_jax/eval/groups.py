@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from surveylm_jax.data.answers import answer_key
 from surveylm_jax.eval import metrics
 
 DISTANCES = ("w1", "w1_normalized", "js", "tv")
@@ -30,29 +31,30 @@ def aggregate_members(group_records, individual_records, individual_probs):
   """Per group record: the mean predicted distribution of the test respondents in the group who
   answered the same question, and how many there were (None, 0 when there are none).
 
-  Individual records must carry `question_id` and `profile` in `extra` (the survey converter
-  writes both); group records carry `question_id` and `group`.
+  Members are matched by question (`question_id` in the converter's metadata, else the question
+  text), group profile, task, and the same set of option texts; each member's probabilities are
+  put in the group record's option order by answer identity, so shuffled option orders aggregate
+  correctly. Individual records carry `profile` in `extra`; group records carry `group`.
   """
   by_question = collections.defaultdict(list)
   for i, r in enumerate(individual_records):
-    qid = r.extra.get("question_id", r.question)
     if individual_probs[i] is not None:
-      by_question[qid].append(i)
+      by_question[(r.task, r.extra.get("question_id", r.question))].append(i)
   out = []
   for g in group_records:
-    qid = g.extra.get("question_id", g.question)
-    members = [i for i in by_question.get(qid, ())
-               if group_matches(individual_records[i].extra.get("profile") or {}, g.group)]
-    if not members:
-      out.append((None, 0))
-      continue
-    k = len(g.options)
-    bad = [i for i in members if len(individual_probs[i]) != k]
-    if bad:
-      r = individual_records[bad[0]]
-      raise ValueError(f"{r.source}: question {qid!r} has {len(individual_probs[bad[0]])} options "
-                       f"but the group record {g.source} lists {k}")
-    out.append((np.mean([individual_probs[i] for i in members], axis=0), len(members)))
+    keys = [answer_key(t) for t in g.option_texts()]
+    rows = []
+    for i in by_question.get((g.task, g.extra.get("question_id", g.question)), ()):
+      r = individual_records[i]
+      if not group_matches(r.extra.get("profile") or {}, g.group):
+        continue
+      member_keys = [answer_key(t) for t in r.option_texts()]
+      if sorted(member_keys) != sorted(keys):
+        raise ValueError(f"{r.source}: options {r.option_texts()} differ from those of the group "
+                         f"record {g.source} ({g.option_texts()}) for the same question")
+      p = np.asarray(individual_probs[i], np.float64)
+      rows.append(p[[member_keys.index(k) for k in keys]])
+    out.append((np.mean(rows, axis=0), len(rows)) if rows else (None, 0))
   return out
 
 

@@ -89,6 +89,14 @@ def markdown(result: dict, plots: list[str]) -> str:
                        b["listed_order"]["nll"]],
                       ["permutation-averaged", b["debiased"]["accuracy"], b["debiased"]["macro_f1"],
                        b["debiased"]["nll"]]])]
+  for task, m in (result.get("generated_tasks") or {}).items():
+    parse = m["parse"]
+    parts += ["", f"## {task} (generate, then parse)", "",
+              f"Parse failures: {parse['failed']} of {parse['total']}, by reason {parse['failures_by_reason']}.", ""]
+    scalars = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    parts.append(_table(list(scalars), [list(scalars.values())]))
+    if "accuracy_per_field" in m:
+      parts += ["", _table(["field", "accuracy"], list(m["accuracy_per_field"].items()))]
   if plots:
     parts += ["", "## Plots", ""] + [f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in plots]
   return "\n".join(parts) + "\n"
@@ -173,7 +181,7 @@ def _plot_calibration(rows, path, bins: int = 10):
   import matplotlib.pyplot as plt
   conf, hit = [], []
   for r in rows:
-    if r["task"] == "task4_group" or r["predicted_distribution"] is None:
+    if r["task"] != "task4" or r.get("predicted_distribution") is None:
       continue
     conf.append(max(r["predicted_distribution"]))
     hit.append(float(r["predicted_answer"] == r["target"]))

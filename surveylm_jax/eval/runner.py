@@ -17,7 +17,8 @@ from surveylm_jax.data import (GroupDistributionRecord, SurveyResponseRecord, re
 from surveylm_jax.data.option_shuffle import reorder_options
 from surveylm_jax.eval import (answer_parsing, baselines, fairness, groups, position_bias, report,
                                task_metrics)
-from surveylm_jax.inference import generate, scoring
+from surveylm_jax.eval.generated_tasks import GENERATED_TASKS, chat_prompt, evaluate_generated, generate_texts
+from surveylm_jax.inference import scoring
 
 
 def _paths(spec: str) -> list[str]:
@@ -69,11 +70,6 @@ def load_model(config):
   return model, params, tokenizer
 
 
-def chat_prompt(tokenizer, text: str) -> str:
-  return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                       add_generation_prompt=True)
-
-
 def prefix_key(record) -> str | None:
   """Records whose prompt text before the question is identical share a prefix: the instruction up
   to the end of the background / group block (the reader's first cut span)."""
@@ -99,22 +95,12 @@ def score_records(model, params, tokenizer, records, config, label: str):
 def generate_records(model, params, tokenizer, records, config, label: str):
   """Generate-then-parse read-out: one-hot distributions; failures are None and counted."""
   tally = answer_parsing.ParseTally()
-  probs, texts_out = [], []
-  progress = scoring.ProgressLine(label)
-  tokenizer.padding_side = "left"
-  bs = config.eval.batch_size
-  for start in range(0, len(records), bs):
-    batch = records[start:start + bs]
-    enc = tokenizer([chat_prompt(tokenizer, r.prompt) for r in batch], return_tensors="np",
-                    padding=True, add_special_tokens=False)
-    new = generate(model, params, enc["input_ids"], enc["attention_mask"],
-                   max_new_tokens=config.eval.max_new_tokens, return_prompt=False)
-    for r, row in zip(batch, new):
-      text = tokenizer.decode(row, skip_special_tokens=True)
-      parsed = tally.add(answer_parsing.parse_option_answer(text, r.options), text)
-      texts_out.append(text)
-      probs.append(None if not parsed.ok else np.eye(len(r.options))[parsed.value])
-    progress(min(start + bs, len(records)), len(records))
+  probs = []
+  texts_out = generate_texts(model, params, tokenizer, [r.prompt for r in records], config.eval.batch_size,
+                             config.eval.max_new_tokens, label)
+  for r, text in zip(records, texts_out):
+    parsed = tally.add(answer_parsing.parse_option_answer(text, r.options), text)
+    probs.append(None if not parsed.ok else np.eye(len(r.options))[parsed.value])
   return probs, texts_out, tally.summary()
 
 
@@ -157,17 +143,18 @@ def evaluate(config, workdir: str) -> dict:
   test, read_reports = read_records(ev.data or config.data.eval, config.data.lenient)
   individual = [r for r in test if isinstance(r, SurveyResponseRecord)]
   group_records = [r for r in test if isinstance(r, GroupDistributionRecord)]
-  other = len(test) - len(individual) - len(group_records)
+  generated_records = [r for r in test if isinstance(r, tuple(GENERATED_TASKS.values()))]
+  other = len(test) - len(individual) - len(group_records) - len(generated_records)
   if other:
-    raise ValueError(f"config.eval.data holds {other} records of tasks other than task 4; this "
-                     "evaluation reads task-4 individual and group files")
+    raise ValueError(f"config.eval.data holds {other} records that are not test records of tasks 1-4 "
+                     "(foundation corpus files are for training)")
   sampled_note = None
   if ev.max_respondents > 0:
     individual, sampled_note = sample_respondents(individual, ev.max_respondents, config.seed)
   if ev.max_records > 0:
     individual, group_records = individual[:ev.max_records], group_records[:ev.max_records]
-  if not individual and not group_records:
-    raise ValueError(f"no task-4 records in config.eval.data={ev.data!r}")
+  if not test:
+    raise ValueError(f"no records in config.eval.data={ev.data!r}")
   train, train_reports = read_records(ev.train_data, config.data.lenient) if ev.train_data else ([], [])
   train = [r for r in train if isinstance(r, SurveyResponseRecord)]
 
@@ -175,19 +162,24 @@ def evaluate(config, workdir: str) -> dict:
   model, params, tokenizer = load_model(config)
   parse_summary, generated, option_mass = None, None, None
   t0 = time.time()
-  if ev.readout == "scoring":
+  if not individual:
+    probs = []
+  elif ev.readout == "scoring":
     probs, option_mass = score_records(model, params, tokenizer, individual, config, "task4 individual")
   else:
     probs, generated, parse_summary = generate_records(model, params, tokenizer, individual, config,
                                                        "task4 individual")
   readout_s = time.time() - t0
-  group_direct, group_mass = ([], [])
+  group_direct, group_mass = [], []
   if group_records:
     group_direct, group_mass = score_records(model, params, tokenizer, group_records, config,
                                              "task4 group prompts")
 
+  generated_metrics, generated_rows = evaluate_generated(
+      model, params, tokenizer, generated_records, ev.batch_size, ev.max_new_tokens_text, ev.judge)
+
   # --- individual metrics, model beside baselines ------------------------------------------------
-  fitted = baselines.fit_baselines(ev.baselines, train) if ev.baselines else {}
+  fitted = baselines.fit_baselines(ev.baselines, train) if ev.baselines and individual else {}
   predictors = {"model": probs}
   for name, predict in fitted.items():
     predictors[name] = [predict(r) for r in individual]
@@ -205,7 +197,10 @@ def evaluate(config, workdir: str) -> dict:
     preds["model_group_prompt"] = group_direct[gi]
     for name in ("uniform", "marginal"):
       if name in fitted:
-        preds[name] = fitted[name](g)
+        try:
+          preds[name] = fitted[name](g)
+        except KeyError:  # no training answers for this (task, question): no baseline here
+          preds[name] = None
     entries.append({"id": _record_id(g), "question_id": g.extra.get("question_id", g.question),
                     "group": dict(g.group), "n": g.n, "human": list(g.distribution),
                     "options": g.option_texts(), "predictions": preds,
@@ -232,14 +227,15 @@ def evaluate(config, workdir: str) -> dict:
       "model": config.model.path if not config.model.random_init else "random_init",
       "adapter": ev.adapter or None, "readout": ev.readout, "data": _paths(ev.data or config.data.eval),
       "read_reports": read_reports + train_reports,
-      "counts": {"individual": len(individual), "group": len(group_records), "train": len(train)},
+      "counts": {"individual": len(individual), "group": len(group_records), "train": len(train),
+                 "generated_tasks": len(generated_records)},
       "sampling": sampled_note,
       "readout_seconds": readout_s,
       "records_per_second": len(individual) / readout_s if readout_s > 0 else None,
       "option_mass": ({"mean": float(np.mean(option_mass)), "min": float(np.min(option_mass))}
                       if option_mass else None),
       "group_prompt_option_mass": float(np.mean(group_mass)) if group_mass else None,
-      "parse": parse_summary, "individual": individual_metrics,
+      "parse": parse_summary, "individual": individual_metrics, "generated_tasks": generated_metrics,
       "group": {"summary": group_metrics["summary"], "noise_floor": group_metrics["noise_floor"]},
       "fairness": fairness_metrics, "position_bias": bias, "seconds": None,
   }
@@ -254,10 +250,11 @@ def evaluate(config, workdir: str) -> dict:
                  "generated": None if generated is None else generated[i],
                  "subgroups": tags[i]})
   for gi, g in enumerate(group_records):
-    rows.append({"id": _record_id(g), "task": "task4_group", "question_id": entries[gi]["question_id"],
+    rows.append({"id": _record_id(g), "task": f"{g.task}_group", "question_id": entries[gi]["question_id"],
                  "group": dict(g.group), "options": g.option_texts(), "target": list(g.distribution),
                  "predicted_distribution": [float(x) for x in group_direct[gi]],
                  "predicted_answer": None, "option_mass": group_mass[gi], "subgroups": []})
+  rows.extend(generated_rows)
   result["seconds"] = time.time() - start
   report.write_report(out_dir, result, rows, group_metrics["per_group"])
   return result

@@ -131,3 +131,14 @@ def test_position_bias_orders_and_metrics():
   inv = position_bias.position_bias_metrics([[(o, truth[np.asarray(o)]) for o in orders]])
   assert inv["order_sensitivity"] == pytest.approx(0.0, abs=1e-12)
   np.testing.assert_allclose(inv["debiased"][0], truth)
+
+
+def test_aggregation_maps_shuffled_option_orders(tmp_path):
+  listed = _individual_file(tmp_path, PEOPLE[:1])
+  reversed_ = _individual_file(tmp_path, PEOPLE[1:2], name="rev.json", order=[2, 1, 0])
+  group = _group_file(tmp_path, {"place": "rural"}, [1.0, 0.0, 0.0], 2)
+  # both respondents put 0.8 on "too little": first listed, then shown last
+  probs = [np.array([0.8, 0.1, 0.1]), np.array([0.1, 0.1, 0.8])]
+  (mean, count), = groups.aggregate_members(group, listed + reversed_, probs)
+  assert count == 2
+  np.testing.assert_allclose(mean, [0.8, 0.1, 0.1])

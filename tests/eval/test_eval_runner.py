@@ -74,8 +74,22 @@ def test_scoring_report(tmp_path, smollm2_path):
   assert "| logreg |" in report and "Position bias" in report
 
 
+def _stance_file(tmp_path):
+  rows = []
+  for i, stance in enumerate(["positive", "negative"]):
+    text = survey_prompts.stance("en", [("sex", "female")], "more spending on health")
+    rows.append({"instruction": text, "input": "", "respondent_id": str(i),
+                 "output": survey_prompts.stance_output("en", stance, "because")})
+  path = tmp_path / "task3" / "individual" / "test.json"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(rows))
+  return str(path)
+
+
 def test_generate_readout_counts_parse_failures(tmp_path, smollm2_path):
   config = _write(tmp_path, smollm2_path)
+  config.eval.data += "," + _stance_file(tmp_path)
+  config.eval.max_new_tokens_text = 4
   config.eval.readout = "generate"
   config.eval.max_new_tokens = 3
   config.eval.baselines = ("uniform",)
@@ -87,6 +101,10 @@ def test_generate_readout_counts_parse_failures(tmp_path, smollm2_path):
   assert sum(parse["failures_by_reason"].values()) == parse["failed"]
   rows = [json.loads(l) for l in (tmp_path / "gen" / "eval" / "predictions.jsonl").read_text().splitlines()]
   assert all(r["generated"] is not None for r in rows if r["task"] == "task4")
+  stance = result["generated_tasks"]["task3"]
+  assert stance["n"] == 2 and stance["parse"]["total"] == 2
+  assert stance["parse_failures"] == stance["parse"]["failed"]
+  assert sum(r["task"] == "task3" for r in rows) == 2
 
 
 def test_unknown_readout_is_named(tmp_path, smollm2_path):

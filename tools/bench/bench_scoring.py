@@ -4,10 +4,11 @@ one prompt at a time, greedy, as the reference pipeline does) on the same model 
     python -m tools.bench.bench_scoring --data=data/gss2018/task4/individual/test.json \
         --records=200 --threads=2 --out=runs/bench/scoring.json
 
-Both paths run in this one process with the same thread count. Reported: records/s of each (the
-scoring path after a warm-up pass that compiles its shapes; the compile time is reported too), the
-ratio, and how often the two read-outs give the same answer (parse failures of the generated text
-count as disagreements and are reported by reason).
+Both paths run in this one process with the same thread count, alternating slice by slice so both
+see the same machine load. Reported: records/s of each (the scoring path after a warm-up pass per
+slice that compiles its shapes; that time is reported too), the ratio, and how often the two
+read-outs give the same answer (parse failures of the generated text count as disagreements and
+are reported by reason).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def main(argv=None) -> int:
   parser.add_argument("--records", type=int, default=200)
   parser.add_argument("--threads", type=int, default=2)
   parser.add_argument("--batch_size", type=int, default=32)
+  parser.add_argument("--slice", type=int, default=50, help="records per alternation of the two read-outs")
   parser.add_argument("--max_new_tokens", type=int, default=8)
   parser.add_argument("--out", default="runs/bench/scoring.json")
   args = parser.parse_args(argv)
@@ -56,39 +58,39 @@ def main(argv=None) -> int:
   print(f"{len(records)} prompts, mean {np.mean([len(i) for i in ids]):.0f} tokens, {args.threads} threads",
         flush=True)
 
-  # --- option scoring (JAX) -----------------------------------------------------------------------
+  # Both read-outs run slice by slice, alternating, so both see the same machine load (CPUs here
+  # are shared); each slice is scored once untimed first so compilation stays out of the timing.
   model, params = models.load_pretrained(args.model, dtype="float32")
+  torch_model = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
   letters = sorted({o.letter for r in records for o in r.options})
   letter_ids = dict(zip(letters, scoring.letter_token_ids(tokenizer, letters)))
   option_ids = [[letter_ids[o.letter] for o in r.options] for r in records]
   keys = [prefix_key(r) for r in records]
-  run = lambda: scoring.score_options(model, params, ids, option_ids, prefix_keys=keys,
-                                      batch_size=args.batch_size)
-  t0 = time.time()
-  run()
-  warmup_s = time.time() - t0
-  t0 = time.time()
-  scores = run()
-  scoring_s = time.time() - t0
-  print(f"scoring: {len(records) / scoring_s:.2f} records/s ({scoring_s:.1f}s; first pass incl. "
-        f"compile {warmup_s:.1f}s)", flush=True)
-
-  # --- generate-then-parse (transformers) ---------------------------------------------------------
-  torch_model = transformers.AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
   tally = ParseTally()
-  generated = []
-  progress = scoring.ProgressLine("generate", every=20)
-  t0 = time.time()
-  with torch.no_grad():
-    for i, (r, prompt_ids) in enumerate(zip(records, ids)):
-      x = torch.tensor([prompt_ids])
-      out = torch_model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=args.max_new_tokens,
-                                 do_sample=False, pad_token_id=tokenizer.eos_token_id)
-      text = tokenizer.decode(out[0, len(prompt_ids):], skip_special_tokens=True)
-      generated.append((text, tally.add(parse_option_answer(text, r.options), text)))
-      progress(i + 1, len(records))
-  generate_s = time.time() - t0
-  print(f"generate: {len(records) / generate_s:.2f} records/s ({generate_s:.1f}s)", flush=True)
+  scores, generated = [], []
+  warmup_s = scoring_s = generate_s = 0.0
+  for start in range(0, len(records), args.slice):
+    sl = slice(start, start + args.slice)
+    run = lambda: scoring.score_options(model, params, ids[sl], option_ids[sl], prefix_keys=keys[sl],
+                                        batch_size=args.batch_size)
+    t0 = time.time()
+    run()
+    warmup_s += time.time() - t0
+    t0 = time.time()
+    scores.extend(run())
+    scoring_s += time.time() - t0
+    t0 = time.time()
+    with torch.no_grad():
+      for r, prompt_ids in zip(records[sl], ids[sl]):
+        x = torch.tensor([prompt_ids])
+        out = torch_model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=args.max_new_tokens,
+                                   do_sample=False, pad_token_id=tokenizer.eos_token_id)
+        text = tokenizer.decode(out[0, len(prompt_ids):], skip_special_tokens=True)
+        generated.append((text, tally.add(parse_option_answer(text, r.options), text)))
+    generate_s += time.time() - t0
+    done = len(scores)
+    print(f"[bench] {done}/{len(records)}: scoring {done / scoring_s:.2f} rec/s, generate "
+          f"{done / generate_s:.2f} rec/s, ratio {generate_s / scoring_s:.1f}x", flush=True)
 
   agree = sum(p.ok and p.value == s.predicted_index for (_, p), s in zip(generated, scores))
   parsed = [(p, s) for (_, p), s in zip(generated, scores) if p.ok]
@@ -97,6 +99,7 @@ def main(argv=None) -> int:
       "mean_prompt_tokens": float(np.mean([len(i) for i in ids])),
       "scoring": {"records_per_s": len(records) / scoring_s, "seconds": scoring_s,
                   "first_pass_seconds_incl_compile": warmup_s, "batch_size": args.batch_size,
+                  "slice": args.slice,
                   "prefix_groups": len(set(keys))},
       "generate": {"records_per_s": len(records) / generate_s, "seconds": generate_s,
                    "max_new_tokens": args.max_new_tokens, "parse": tally.summary()},
