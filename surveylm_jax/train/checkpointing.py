@@ -22,7 +22,7 @@ import orbax.checkpoint as ocp
 COMPATIBILITY_FIELDS = (
     ("model", "path"), ("model", "random_init"), ("model", "dtype"),
     ("lora", "enabled"), ("lora", "rank"), ("lora", "targets"), ("lora", "use_rslora"),
-    ("train", "full_finetune"),
+    ("train", "full_finetune"), ("train", "grad_clip"), ("train", "microbatches"),
 )
 
 
