@@ -16,8 +16,8 @@ def get_config():
       rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=True,
       bos_token_id=1, eos_token_id=2, pad_token_id=2))
   config.model.tokenizer = "checkpoints/smollm2-135m-instruct"
-  config.data.train = "runs/data/gss2018/task4/individual/train.json"
-  config.data.eval = "runs/data/gss2018/task4/individual/test.json"
+  config.data.train = "data/gss2018/task4/individual/train.json"
+  config.data.eval = "data/gss2018/task4/individual/test.json"
   config.data.seq_len = 256
   config.data.batch_size = 8
   config.data.max_records = 256

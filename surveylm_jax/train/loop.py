@@ -15,6 +15,7 @@ import time
 from typing import Dict, Optional
 
 import jax
+import optax
 
 from surveylm_jax import lora as lora_lib
 from surveylm_jax import models, sharding
@@ -71,6 +72,13 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
       trainable, trainable_sh, frozen, frozen_sh = params, frozen_sh, None, None
 
     # -------------------------------------------------------------- sharded state
+    # Recorded so a run shows where its adapter started (fresh: B = 0; Stage II: Stage I's).
+    start_record = {"init_trainable_norm": float(optax.global_norm(trainable))}
+    if lcfg is not None:
+      start_record["init_lora_b_norm"] = float(optax.global_norm(
+          jax.tree_util.tree_map_with_path(
+              lambda p, x: x if jax.tree_util.keystr(p).endswith("['b']") else 0.0 * x,
+              trainable)))
     abstract_trainable = jax.eval_shape(lambda t: t, trainable)
     state_sh = setup.state_shardings(fns, trainable_sh, abstract_trainable, mesh)
     state = jax.jit(lambda t: init_state(t, fns.optimizer), out_shardings=state_sh)(trainable)
@@ -92,6 +100,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
     # -------------------------------------------------------------- loop
     log = MetricsLogger(workdir, total_steps)
     step = int(state.step)
+    if start is None:
+      log.write(0, dict(start_record, init_from=config.lora.init_from or "fresh"))
     last_good = start
     window_tokens, window_start = 0.0, time.time()
     final: Dict[str, float] = {}
