@@ -24,3 +24,7 @@ def smollm2_path():
 def smollm2_tokenizer(smollm2_path):
   import transformers
   return transformers.AutoTokenizer.from_pretrained(smollm2_path)
+
+# The TPU compile test loads libtpu; let a second process (another pytest worker, a benchmark)
+# load it too instead of failing on libtpu's single-process lock file.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")

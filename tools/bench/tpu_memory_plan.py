@@ -1,0 +1,78 @@
+"""Memory plan for real TPU slices, made on a CPU: the train step for 7B/8B shapes is compiled
+ahead of time (abstract shapes, no weights) for v5e-8, v5p-8 and v6e-8 meshes, and per-chip
+memory and compiled FLOPs are read from the executable.
+
+JAX_PLATFORMS=cpu python -m tools.bench.tpu_memory_plan --out runs/bench/tpu_memory_plan.json
+(needs requirements-tpu.txt: the libtpu wheel jax's `jax[tpu]` extra pins)
+"""
+import json
+import os
+import time
+
+import ml_collections
+from absl import app, flags, logging
+
+from configs import base
+from surveylm_jax.train import aot
+
+_OUT = flags.DEFINE_string("out", "runs/bench/tpu_memory_plan.json", "JSON output.")
+_SEQ = flags.DEFINE_integer("seq_len", 2048, "Sequence length.")
+_ROWS_PER_CHIP = flags.DEFINE_integer("rows_per_chip", 1, "Batch rows per chip.")
+
+# Published HF config.json values of the two target models.
+MODELS = {
+    "qwen2.5-7b": dict(model_type="qwen2", vocab_size=152064, hidden_size=3584,
+                       intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+                       num_key_value_heads=4, rope_theta=1e6, rms_norm_eps=1e-6,
+                       tie_word_embeddings=False),
+    "llama-3.1-8b": dict(model_type="llama", vocab_size=128256, hidden_size=4096,
+                         intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=8, rope_theta=500000.0, rms_norm_eps=1e-5,
+                         tie_word_embeddings=False,
+                         rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                                           high_freq_factor=4.0,
+                                           original_max_position_embeddings=8192)),
+}
+# Slice name -> topology string and HBM per chip (GiB, from Cloud TPU docs).
+SLICES = {"v5e-8": ("v5e:2x4", 16), "v5p-8": ("v5p:2x2x1", 95), "v6e-8": ("v6e:2x4", 32)}
+
+
+def plan_config(model: dict) -> ml_collections.ConfigDict:
+  c = base.get_config()
+  c.model.random_init = ml_collections.ConfigDict(model)
+  c.model.dtype = c.model.compute_dtype = "bfloat16"
+  c.model.remat_policy = "full"   # keep only layer inputs; attention is not a fused kernel here
+  c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
+  return c
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  rows = []
+  for model_name, model in MODELS.items():
+    for slice_name, (topology, hbm_gib) in SLICES.items():
+      devices = aot.topology_devices(topology)
+      start = time.time()
+      try:
+        compiled = aot.compile_train_step(plan_config(model), devices,
+                                          batch_rows=_ROWS_PER_CHIP.value * len(devices),
+                                          seq_len=_SEQ.value)
+        s = aot.summarize(compiled)
+        s.update(fits=s["peak_bytes_estimate"] <= hbm_gib * 2 ** 30)
+      except Exception as e:  # noqa: BLE001 - a slice that cannot hold the step is a result too
+        s = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+      s.update(model=model_name, slice=slice_name, chips=len(devices), hbm_gib=hbm_gib,
+               seq_len=_SEQ.value, compile_seconds=round(time.time() - start, 1))
+      rows.append(s)
+      peak = s.get("peak_bytes_estimate")
+      print(f"{model_name:13s} {slice_name:6s} chips={len(devices)} "
+            + (f"peak/chip={peak / 2**30:6.2f} GiB of {hbm_gib} GiB "
+               f"flops/step={s['flops']:.3e}" if peak else s.get("error", "")), flush=True)
+  os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
+  with open(_OUT.value, "w", encoding="utf-8") as f:
+    json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
