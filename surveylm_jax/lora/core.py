@@ -17,7 +17,8 @@ import dataclasses
 import functools
 import math
 import re
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping
+from typing import Dict, Iterator, List, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -108,7 +109,7 @@ class LoraConfig:
 
 def _get(tree, path):
   for key in path:
-    if not isinstance(tree, dict) or key not in tree:
+    if not isinstance(tree, Mapping) or key not in tree:
       return None
     tree = tree[key]
   return tree
@@ -170,15 +171,15 @@ def adapted_modules(lora_params) -> List[str]:
   """Names of the modules an adapter tree holds; any other leaf is an error naming its path."""
   names = [n for n, spec in TARGET_MODULES.items() if _get(lora_params, spec.path) is not None]
   known = {TARGET_MODULES[n].path + (leaf,) for n in names for leaf in ("a", "b")}
-  paths = [tuple(getattr(k, "key", str(k)) for k in path)
-           for path, _ in jax.tree_util.tree_flatten_with_path(lora_params)[0]]
-  unexpected = ["/".join(p) for p in paths if p not in known]
+  paths = {tuple(getattr(k, "key", str(k)) for k in path)
+           for path, _ in jax.tree_util.tree_flatten_with_path(lora_params)[0]}
+  unexpected = sorted("/".join(p) for p in paths if p not in known)
   if unexpected:
     raise LoraError(f"adapter tree has leaves that are not LoRA factors of a known projection: "
                     f"{', '.join(unexpected[:12])}; each module needs exactly 'a' and 'b' under "
                     f"one of: {', '.join(s.path_str for s in TARGET_MODULES.values())}")
   missing = [f"{TARGET_MODULES[n].path_str}/{leaf}" for n in names for leaf in ("a", "b")
-             if TARGET_MODULES[n].path + (leaf,) not in set(paths)]
+             if TARGET_MODULES[n].path + (leaf,) not in paths]
   if missing:
     raise LoraError(f"adapter tree lacks factor(s): {', '.join(missing)}")
   if not names:

@@ -158,6 +158,26 @@ def _group_by_module(where: str, tensors: Dict[str, np.ndarray],
   return grouped
 
 
+def _check_declared_targets(adapter_dir: str, declared, grouped) -> None:
+  """Modules the config declares but the weights lack would otherwise load as a partial adapter.
+
+  A list names modules by suffix, "all-linear" means every projection; a regex string cannot be
+  resolved without the torch module tree and is left to the weights.
+  """
+  if declared == "all-linear":
+    expected = set(TARGET_MODULES)
+  elif isinstance(declared, (list, tuple)):
+    expected = {str(t).split(".")[-1] for t in declared} & set(TARGET_MODULES)
+  else:
+    return
+  lacking = sorted(expected - set(grouped), key=list(TARGET_MODULES).index)
+  if lacking:
+    raise PeftAdapterError(
+        f"{os.path.join(adapter_dir, CONFIG_FILE)}: target_modules includes "
+        f"{', '.join(lacking)}, but the adapter weights hold no tensors for "
+        f"{'it' if len(lacking) == 1 else 'them'} (found: {', '.join(grouped)})")
+
+
 def load_peft(adapter_dir: str, params, *, dtype=jnp.float32,
               dropout: Optional[float] = None) -> Tuple[dict, LoraConfig]:
   """Reads a PEFT LoRA folder into `(lora_params, cfg)` for the base model whose params are given.
@@ -169,6 +189,7 @@ def load_peft(adapter_dir: str, params, *, dtype=jnp.float32,
   config = _read_config(adapter_dir)
   where, tensors = _read_tensors(adapter_dir)
   grouped = _group_by_module(where, tensors, params)
+  _check_declared_targets(adapter_dir, config.get("target_modules"), grouped)
   rank = int(config["r"])
   problems: List[str] = []
   lora_params: dict = {}

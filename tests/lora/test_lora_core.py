@@ -1,7 +1,6 @@
 """LoRA config, init, merge, the unmerged forward and its gradients, on a tiny random model."""
 import math
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np

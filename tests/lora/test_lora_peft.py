@@ -50,6 +50,7 @@ def _check_close(ours, ref, mask):
   real = np.asarray(mask).astype(bool)
   diff = float(np.abs(ours - ref)[real].max())
   assert diff <= TOL, f"max abs logit diff {diff:.3g} > {TOL}"
+  print(f"max |logit diff| = {diff:.2e}")      # shown with `pytest -s`
   return diff
 
 
@@ -224,6 +225,14 @@ def test_adapter_for_another_base_lists_mismatches(peft_adapters, twins):
   assert "does not fit the base model" in msg
   assert "present for layer(s) [2], base has only 2 layers" in msg
   assert "layers.0.self_attn.q_proj.lora_B.weight has shape (48, 4), expected (32, 4)" in msg
+
+
+def test_declared_target_without_weights_is_an_error(adapter_copy, twins):
+  _rewrite_tensors(adapter_copy, lambda t: {k: v for k, v in t.items() if "v_proj" not in k})
+  with pytest.raises(lora.PeftAdapterError,
+                     match="target_modules includes v_proj, but the adapter weights hold no "
+                           "tensors for it"):
+    lora.load_peft(str(adapter_copy), twins["llama"].params)
 
 
 def test_missing_layer_is_an_error(adapter_copy, twins):
