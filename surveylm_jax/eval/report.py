@@ -64,7 +64,11 @@ def markdown(result: dict, plots: list[str]) -> str:
                       "gap closed vs uniform", "vs marginal"],
                      [[n, s.get("groups"), s.get("w1"), s.get("w1_normalized"), s.get("representativeness"),
                        s.get("js"), s.get("tv"), s.get("kl"), s.get("gap_closed_vs_uniform_of_means"),
-                       s.get("gap_closed_vs_marginal_of_means")] for n, s in sorted(g["summary"].items())])]
+                       s.get("gap_closed_vs_marginal_of_means")] for n, s in sorted(g["summary"].items())]),
+              "", "`*_aggregated`: mean of the distributions predicted for the group's test respondents. "
+              "`model_group_prompt`: the option-letter distribution at the start of the answer to the group "
+              "prompt; that prompt asks for share lines that begin with \"A.\", so this read-out leans "
+              "towards the first option. Gap closed is of the mean W1 (baseline - model) / (baseline - floor)."]
   if result["fairness"]:
     parts += ["", "## Subgroups (fairness)", ""]
     rows = []

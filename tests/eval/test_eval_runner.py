@@ -112,3 +112,18 @@ def test_unknown_readout_is_named(tmp_path, smollm2_path):
   config.eval.readout = "sample"
   with pytest.raises(ValueError, match="valid: \\['generate', 'scoring'\\]"):
     runner.evaluate(config, str(tmp_path / "x"))
+
+
+def test_sample_respondents_keeps_whole_respondents(tmp_path, smollm2_path):
+  from surveylm_jax.data import read_alignsurvey
+  config = _write(tmp_path, smollm2_path)
+  records = list(read_alignsurvey(config.eval.data.split(",")[0]))
+  kept, note = runner.sample_respondents(records, 2, seed=0)
+  ids = {r.respondent_id for r in kept}
+  assert len(ids) == 2 and len(kept) == 4 and "2 of 4 test respondents" in note
+  assert kept == [r for r in records if r.respondent_id in ids]      # file order, all their records
+  assert runner.sample_respondents(records, 10, seed=0) == (records, None)
+  # The key is the prompt text up to the question: here backgrounds only say the sex, so the
+  # two women share one key and the two men another (identical prefixes, so sharing is exact).
+  keys = {runner.prefix_key(r) for r in records}
+  assert len(keys) == 2 and all(k.endswith("\n\n") and "Survey question" not in k for k in keys)
