@@ -7,6 +7,11 @@ is 1 on the assistant's answer tokens and the end-of-turn/EOS token that closes 
 Prompt and completion are tokenized separately and concatenated, which is how a model sees them
 at inference (prompt first, then generated tokens), so no token straddles the boundary.
 
+Survey-response records whose answer starts with its option letter also carry an answer slot:
+`option_ids` (the token of each option letter, in the listed order) and `option_target` (one-hot
+on the answer), so the option losses and validation option accuracy can read the model's
+distribution over the letters at the position that predicts the answer's first token.
+
 Truncation keeps the question, options and answer: when a rendered example is longer than
 `max_len`, characters are cut from the start of the record's `cut_spans` (oldest history first,
 then background) and replaced by an ellipsis, until it fits. If even that is not enough the example
@@ -16,6 +21,8 @@ counted by the packer.
 from __future__ import annotations
 
 import numpy as np
+
+from surveylm_jax.data.records import SurveyResponseRecord
 
 ELLIPSIS = "…"
 
@@ -70,5 +77,23 @@ class ChatTemplateTokenizer:
         spans = spans[1:]
       ids, mask = self.encode_text(text, record.target)
       truncated = True
-    return {"input_ids": np.asarray(ids, np.int32), "loss_mask": np.asarray(mask, np.int32),
-            "truncated": np.int32(truncated)}
+    example = {"input_ids": np.asarray(ids, np.int32), "loss_mask": np.asarray(mask, np.int32),
+               "truncated": np.int32(truncated)}
+    example.update(self.answer_slot(record, example))
+    return example
+
+  def answer_slot(self, record, example) -> dict:
+    """Letter token ids and one-hot target of a lettered survey answer ({} when not one)."""
+    if not (isinstance(record, SurveyResponseRecord) and record.options
+            and record.output_style in ("letter_text", "letter") and record.target_index >= 0):
+      return {}
+    letter_ids = [self._ids(option.letter) for option in record.options]
+    first_answer = int(np.argmax(example["loss_mask"]))
+    # The letter must be exactly the first answer token, or the slot would read the wrong logit.
+    if (any(len(t) != 1 for t in letter_ids)
+        or letter_ids[record.target_index][0] != example["input_ids"][first_answer]):
+      return {}
+    target = np.zeros(len(letter_ids), np.float32)
+    target[record.target_index] = 1.0
+    return {"option_ids": np.asarray([t[0] for t in letter_ids], np.int32),
+            "option_target": target}

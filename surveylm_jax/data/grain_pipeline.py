@@ -10,7 +10,7 @@ loss mask -> first-fit packing -> fixed [batch, seq_len] int32 batches.
 slice `[process_index::process_count]` of the shuffled-once order, so process shards are disjoint
 and together cover the data; every process yields the same number of batches per epoch only when
 the slices pack alike, so size steps by `drop_remainder` as usual. Batches are host-local; see
-`global_batch` to make them global arrays on a mesh. Batch keys and meaning: see `packing`.
+`surveylm_jax.sharding.shard_host_batch` to make them global arrays on a mesh. Batch keys and meaning: see `packing`.
 """
 from __future__ import annotations
 

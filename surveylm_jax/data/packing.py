@@ -13,6 +13,13 @@ Output rows (all int32, length seq_len):
   segment_ids    1, 2, ... per packed example, 0 on padding
   position_ids   positions restarting at 0 in each segment, 0 on padding
   attention_mask 1 on real tokens, 0 on padding
+Answer slots (for option losses and option accuracy), up to MAX_OPTION_SLOTS per row with up to
+MAX_OPTIONS options each (padding slots have position -1, padding options come last):
+  option_positions [M]     position whose logits predict the answer letter
+  option_token_ids [M, K]  token id of each option letter, in the question's order
+  option_mask      [M, K]  1 for real options
+  option_targets   [M, K]  float32 target distribution over the options
+A slot that does not fit these bounds is left out and counted (`option_slots_dropped`).
 """
 from __future__ import annotations
 
@@ -22,14 +29,49 @@ import grain
 import numpy as np
 
 ROW_KEYS = ("input_ids", "targets", "loss_mask", "segment_ids", "position_ids", "attention_mask")
-COUNT_KEYS = ("examples", "truncated", "dropped", "rows", "tokens", "slots")
+OPTION_KEYS = ("option_positions", "option_token_ids", "option_mask", "option_targets")
+BATCH_KEYS = ROW_KEYS + OPTION_KEYS
+MAX_OPTION_SLOTS = 16
+MAX_OPTIONS = 16
+COUNT_KEYS = ("examples", "truncated", "dropped", "rows", "tokens", "slots",
+              "option_slots", "option_slots_dropped")
 
 
-def assemble_row(examples, seq_len: int) -> dict:
-  """One packed row from examples that fit together."""
+def batch_shapes(rows: int, seq_len: int) -> dict:
+  """Shape of every batch array, for building shardings before the first batch exists."""
+  shapes = {k: (rows, seq_len) for k in ROW_KEYS}
+  shapes.update(option_positions=(rows, MAX_OPTION_SLOTS),
+                option_token_ids=(rows, MAX_OPTION_SLOTS, MAX_OPTIONS),
+                option_mask=(rows, MAX_OPTION_SLOTS, MAX_OPTIONS),
+                option_targets=(rows, MAX_OPTION_SLOTS, MAX_OPTIONS))
+  return shapes
+
+
+def _empty_slots() -> dict:
+  return {"option_positions": np.full(MAX_OPTION_SLOTS, -1, np.int32),
+          "option_token_ids": np.zeros((MAX_OPTION_SLOTS, MAX_OPTIONS), np.int32),
+          "option_mask": np.zeros((MAX_OPTION_SLOTS, MAX_OPTIONS), np.int32),
+          "option_targets": np.zeros((MAX_OPTION_SLOTS, MAX_OPTIONS), np.float32)}
+
+
+def assemble_row(examples, seq_len: int, counts=None) -> dict:
+  """One packed row from examples that fit together (`counts` receives slot counts)."""
   row = {k: np.zeros(seq_len, np.int32) for k in ROW_KEYS}
-  at = 0
+  row.update(_empty_slots())
+  at, slot = 0, 0
   for segment, ex in enumerate(examples, start=1):
+    if "option_ids" in ex:
+      k = len(ex["option_ids"])
+      if slot < MAX_OPTION_SLOTS and k <= MAX_OPTIONS:
+        row["option_positions"][slot] = at + int(np.argmax(ex["loss_mask"])) - 1
+        row["option_token_ids"][slot, :k] = ex["option_ids"]
+        row["option_mask"][slot, :k] = 1
+        row["option_targets"][slot, :k] = ex["option_target"]
+        slot += 1
+        if counts is not None:
+          counts["option_slots"] += 1
+      elif counts is not None:
+        counts["option_slots_dropped"] += 1
     ids, mask = ex["input_ids"], ex["loss_mask"]
     n = len(ids)
     row["input_ids"][at:at + n] = ids
@@ -73,7 +115,7 @@ class _PackedIterator(grain.DatasetIterator):
   def _emit(self, row_number: int) -> dict:
     indices = self._rows.pop(row_number)
     self.counts["tokens"] += self._lengths.pop(row_number)
-    row = assemble_row([self._cache.pop(i) for i in indices], self._seq_len)
+    row = assemble_row([self._cache.pop(i) for i in indices], self._seq_len, self.counts)
     self.counts["rows"] += 1
     self.counts["slots"] += self._seq_len
     return row
@@ -115,7 +157,8 @@ class _PackedIterator(grain.DatasetIterator):
     self._rows = [list(map(int, r)) for r in state["rows"]]
     self._cache = {i: self._examples[i] for r in self._rows for i in r}
     self._lengths = [sum(len(self._cache[i]["input_ids"]) for i in r) for r in self._rows]
-    self.counts = collections.Counter({k: int(v) for k, v in state["counts"].items()})
+    self.counts = collections.Counter({k: 0 for k in COUNT_KEYS})
+    self.counts.update({k: int(v) for k, v in state["counts"].items()})
 
   def packing_efficiency(self) -> float:
     """Share of row slots holding real tokens, over the rows emitted so far."""

@@ -12,7 +12,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from surveylm_jax import lora as lora_lib
 from surveylm_jax import models, sharding
-from surveylm_jax.data.packing import ROW_KEYS
+from surveylm_jax.data.packing import batch_shapes as data_batch_shapes
 from surveylm_jax.train import setup
 from surveylm_jax.train.step import init_state
 
@@ -50,9 +50,10 @@ def compile_train_step(config, devices: Sequence, *, batch_rows: int, seq_len: i
     state_sh = setup.state_shardings(fns, trainable_sh, abstract_trainable, mesh)
     abstract_state = _with_sharding(
         jax.eval_shape(lambda t: init_state(t, fns.optimizer), abstract_trainable), state_sh)
-    batch_shapes: Dict[str, tuple] = {k: (batch_rows, seq_len) for k in ROW_KEYS}
+    batch_shapes: Dict[str, tuple] = data_batch_shapes(batch_rows, seq_len)
     batch_sh = setup.batch_shardings(batch_shapes, mesh)
-    batch = {k: jax.ShapeDtypeStruct(v, jnp.int32, sharding=batch_sh[k])
+    batch = {k: jax.ShapeDtypeStruct(v, jnp.float32 if k == "option_targets" else jnp.int32,
+                                     sharding=batch_sh[k])
              for k, v in batch_shapes.items()}
     rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=NamedSharding(mesh, PartitionSpec()))
     step = setup.jit_train_step(fns, state_sh, frozen_sh, batch_sh, mesh)

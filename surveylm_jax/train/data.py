@@ -14,7 +14,7 @@ import jax
 
 from surveylm_jax.data import read_alignsurvey
 from surveylm_jax.data.grain_pipeline import PipelineConfig, build_dataset, pipeline_counts
-from surveylm_jax.data.packing import ROW_KEYS
+from surveylm_jax.data.packing import BATCH_KEYS, batch_shapes
 
 
 def read_records(paths: str, lenient: bool, max_records: int) -> list:
@@ -91,12 +91,12 @@ class TrainData:
     return self._eval_cache[:limit]
 
   @property
-  def batch_shapes(self) -> Dict[str, Tuple[int, int]]:
-    return {k: (self.global_batch, self.seq_len) for k in ROW_KEYS}
+  def batch_shapes(self) -> Dict[str, Tuple[int, ...]]:
+    return batch_shapes(self.global_batch, self.seq_len)
 
   def local_rows(self, batch: dict) -> dict:
     """This process's contiguous slice of the global batch's rows."""
     n = jax.process_count()
     size = self.global_batch // n
     start = jax.process_index() * size
-    return {k: v[start:start + size] for k, v in batch.items() if k in ROW_KEYS}
+    return {k: v[start:start + size] for k, v in batch.items() if k in BATCH_KEYS}

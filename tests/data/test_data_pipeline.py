@@ -10,7 +10,7 @@ from surveylm_jax.data import grain_pipeline as gp
 from surveylm_jax.data.chat_format import ELLIPSIS, ChatTemplateTokenizer
 from surveylm_jax.data.json_io import RawRecord
 from surveylm_jax.data.task_parsers import parse_survey_response
-from surveylm_jax.data.packing import assemble_row
+from surveylm_jax.data.packing import ROW_KEYS, assemble_row
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 
@@ -79,7 +79,7 @@ def test_truncated_and_dropped_examples_are_counted(smollm2_tokenizer):
 
 def _check_row(row, seq_len):
   seg, pos, ids, tgt = row["segment_ids"], row["position_ids"], row["input_ids"], row["targets"]
-  assert all(v.shape == (seq_len,) and v.dtype == np.int32 for v in row.values())
+  assert all(row[k].shape == (seq_len,) and row[k].dtype == np.int32 for k in ROW_KEYS)
   used = int((seg > 0).sum())
   assert (seg[:used] > 0).all() and (seg[used:] == 0).all()
   assert (row["attention_mask"] == (seg > 0)).all()
