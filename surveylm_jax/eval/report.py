@@ -124,7 +124,7 @@ def _plot_groups(per_group, path, max_panels: int = 12):
     for j, n in enumerate(shown):
       ax.bar(x + (j + 1) * width, row["predictions"][n], width, label=n)
     ax.set_xticks(x + 0.4 - width / 2, [str(o)[:14] for o in row.get("options", x)], fontsize=7)
-    ax.set_title(f"{row['question_id']} | {', '.join(f'{v}' for v in (row['group'] or {}).values())}"[:60],
+    ax.set_title(f"{row['question_id']} | {', '.join(f'{k}={v}' for k, v in (row['group'] or {}).items())}"[:70],
                  fontsize=8)
   for ax in list(axes.flat)[len(rows):]:
     ax.axis("off")
