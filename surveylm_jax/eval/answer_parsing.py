@@ -130,7 +130,13 @@ def _match_option(body: str, pairs, letters) -> Parsed:
     return Parsed(index, how="letter")
   m = _ANSWER_IS.search(body)
   if m and m.group(1) in letters:
-    return Parsed(letters.index(m.group(1)), how="answer_is")
+    index = letters.index(m.group(1))
+    # "The answer is A. too much" where A is not "too much": ambiguous, so a failure.
+    rest = answer_key(re.sub(r"^[\s.．、:：)）*]+", "", body[m.end():]).split("\n", 1)[0])
+    named = [i for i, k in enumerate(keys) if k and rest.startswith(k)]
+    if named and index not in named:
+      return Parsed(None, "letter_text_mismatch")
+    return Parsed(index, how="answer_is")
   # 2) exactly one option text appears in the answer (longest match wins over its substrings)
   lowered = answer_key(body)
   found = [i for i, k in enumerate(keys) if k and k in lowered]

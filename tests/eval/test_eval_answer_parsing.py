@@ -12,7 +12,7 @@ OPTIONS = [("A", "too little"), ("B", "about right"), ("C", "too much")]
     ("about right", 1), ("Too much.", 2), ("I would say we spend about right on this.", 1),
     ('{"answer": "B"}', 1), ('```json\n{"answer": "C. too much"}\n```', 2),
     ('```\n{"choice": "too little"}\n```', 0), ("<think>Maybe A or C... hmm</think>\nB", 1),
-    ("<think>long reasoning</think>The answer is A", 0),
+    ("<think>long reasoning</think>The answer is A", 0), ("The answer is C. too much.", 2),
 ])
 def test_parses(text, index):
   parsed = parse_option_answer(text, OPTIONS)
@@ -22,7 +22,8 @@ def test_parses(text, index):
 @pytest.mark.parametrize("text, reason", [
     ("", "empty"), ("<think>still thinking about A", "unclosed_think"),
     ("I have no idea", "no_option_found"), ("too little or too much", "several_options"),
-    ("A. too much", "letter_text_mismatch"), ("The answer is D", "letter_not_an_option"),
+    ("A. too much", "letter_text_mismatch"), ("The answer is A. too much.", "letter_text_mismatch"),
+    ("The answer is D", "letter_not_an_option"),
     ("The answer is a hard one", "no_option_found"),
 ])
 def test_failures_have_reasons(text, reason):
