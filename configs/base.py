@@ -47,6 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.warmup_fraction = 0.1
   c.train.weight_decay = 0.0
   c.train.grad_clip = 1.0
+  c.train.adam_eps = 1e-8
   c.train.microbatches = 1
   c.train.full_finetune = False
   c.train.log_every = 10

@@ -20,6 +20,6 @@ def make_optimizer(train_cfg, total_steps: int):
   parts = []
   if train_cfg.grad_clip and train_cfg.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(train_cfg.grad_clip))
-  parts.append(optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8,
+  parts.append(optax.adamw(schedule, b1=0.9, b2=0.999, eps=train_cfg.adam_eps,
                            weight_decay=train_cfg.weight_decay))
   return optax.chain(*parts), schedule

@@ -17,6 +17,7 @@ def test_one_step_same_on_8_device_meshes():
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads(out.stdout.strip().splitlines()[-1])
   assert set(result["meshes"]) == {"(8, 1, 1)", "(1, 8, 1)", "(2, 2, 2)"}
+  assert result["max_param_change"] > 1e-5 * 5   # the step really moved the params
   for mesh, diffs in result["meshes"].items():
     assert diffs["loss_diff"] <= 1e-5, (mesh, diffs)
     assert diffs["param_diff"] <= 1e-5, (mesh, diffs)
