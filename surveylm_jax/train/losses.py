@@ -27,9 +27,7 @@ from typing import Callable, Dict, Tuple
 
 import jax
 import jax.numpy as jnp
-from ott.geometry import costs, pointcloud
-from ott.problems.linear import linear_problem
-from ott.solvers.linear import univariate
+from surveylm_jax.eval.metrics import ordinal_wasserstein_jax
 
 LossFn = Callable[[jnp.ndarray, dict], Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]]
 LOSSES: Dict[str, LossFn] = {}
@@ -92,15 +90,6 @@ def option_kl(logits, batch):
   return loss, {"option_kl": loss}
 
 
-def ordinal_w1(p, q):
-  """Wasserstein-1 between two distributions over ordinal positions 0..K-1 (ott-jax)."""
-  k = p.shape[-1]
-  support = jnp.arange(k, dtype=jnp.float32)[:, None]
-  geom = pointcloud.PointCloud(support, support, cost_fn=costs.PNormP(1))
-  prob = linear_problem.LinearProblem(geom, a=p, b=q)
-  return univariate.quantile_solver(prob).ot_costs[0]
-
-
 @register("option_w1")
 def option_w1(logits, batch):
   """Differentiable W1 over the options in their listed order, normalised by K-1."""
@@ -114,7 +103,8 @@ def option_w1(logits, batch):
   flat_p = jnp.where(empty[:, None], dummy, flat_p / jnp.maximum(flat_p.sum(-1, keepdims=True),
                                                                  1e-30))
   flat_q = jnp.where(empty[:, None], dummy, flat_q)
-  w1 = jax.vmap(ordinal_w1)(flat_p, flat_q).reshape(target.shape[:-1])
+  # ott-jax's exact 1-D solver, the same function the evaluation reports.
+  w1 = ordinal_wasserstein_jax(flat_p, flat_q).reshape(target.shape[:-1])
   k = jnp.maximum(batch["option_mask"].sum(-1).astype(jnp.float32) - 1.0, 1.0)
   loss = _slot_mean(w1 / k, valid)
   return loss, {"option_w1": loss}

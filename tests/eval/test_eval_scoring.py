@@ -60,8 +60,9 @@ def test_prefix_reuse_matches_full_forward(tiny):
   plain = scoring.score_options(model, params, prompts, options, batch_size=2, length_step=32)
   refs = _reference_log_probs(model, params, prompts, options)
   for p, o, s, f, ref in zip(prompts, options, shared, plain, refs):
-    np.testing.assert_allclose(s.log_probs, ref, atol=2e-5)
-    np.testing.assert_allclose(f.log_probs, ref, atol=2e-5)
+    # float32 through a cached prefix vs one pass: error grows with |log p| (~12 here).
+    np.testing.assert_allclose(s.log_probs, ref, rtol=1e-5, atol=2e-5)
+    np.testing.assert_allclose(f.log_probs, ref, rtol=1e-5, atol=2e-5)
     np.testing.assert_allclose(s.probs.sum(), 1.0, atol=1e-9)
     assert s.option_mass == pytest.approx(np.exp(ref).sum(), rel=1e-4)
     assert s.probs.shape == (len(o),)
@@ -75,7 +76,7 @@ def test_group_where_one_prompt_is_the_common_prefix(tiny):
   out = scoring.score_options(model, params, prompts, options, prefix_keys=["g"] * 3,
                              batch_size=2, length_step=32)
   for s, ref in zip(out, _reference_log_probs(model, params, prompts, options)):
-    np.testing.assert_allclose(s.log_probs, ref, atol=2e-5)
+    np.testing.assert_allclose(s.log_probs, ref, rtol=1e-5, atol=2e-5)
 
 
 def test_variants_are_summed(tiny):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
+from surveylm_jax.eval.metrics import ordinal_wasserstein_jax
 from surveylm_jax.train import losses
 
 
@@ -35,12 +36,12 @@ def test_option_kl_matches_hand_computation():
   np.testing.assert_allclose(value, expected, rtol=1e-5)
 
 
-def test_ordinal_w1_equals_scipy_on_random_distributions():
+def test_option_w1_distance_equals_scipy_on_random_distributions():
   rng = np.random.RandomState(0)
   for k in (2, 3, 5, 7):
     for _ in range(5):
       p, q = rng.dirichlet(np.ones(k)), rng.dirichlet(np.ones(k))
-      ours = float(losses.ordinal_w1(jnp.asarray(p, jnp.float32), jnp.asarray(q, jnp.float32)))
+      ours = float(ordinal_wasserstein_jax(jnp.asarray(p, jnp.float32), jnp.asarray(q, jnp.float32)))
       ref = scipy.stats.wasserstein_distance(np.arange(k), np.arange(k), p, q)
       assert abs(ours - ref) <= 1e-5
 
@@ -58,7 +59,7 @@ def test_option_w1_gradient_matches_cdf_formula():
   p = jnp.array([0.1, 0.6, 0.3])
 
   def via_ott(z):
-    return losses.ordinal_w1(p, jax.nn.softmax(z))
+    return ordinal_wasserstein_jax(p, jax.nn.softmax(z))
 
   def via_cdf(z):
     return jnp.sum(jnp.abs(jnp.cumsum(p) - jnp.cumsum(jax.nn.softmax(z)))[:-1])
