@@ -3,7 +3,7 @@ from surveylm_jax.models.config import (SUPPORTED_MODEL_TYPES, ModelConfig, Mode
                                         config_from_hf_dict, load_config)
 from surveylm_jax.models.hf_io import (CheckpointError, load_pretrained, params_from_tensors,
                                        save_pretrained, tensors_from_params)
-from surveylm_jax.models import safetensors_io
+from surveylm_jax.models import flops, safetensors_io
 from surveylm_jax.models.safetensors_io import SafetensorsError
 from surveylm_jax.models.transformer import (Transformer, abstract_params, init_cache,
                                              init_params, logical_axes, positions_from_mask)

@@ -14,5 +14,5 @@ def test_tiny_train_step_compiles_for_tpu_v5e_2x2():
   assert len(devices) == 4 and "v5" in devices[0].device_kind.lower()
   compiled = aot.compile_train_step(config, devices, batch_rows=8, seq_len=128)
   summary = aot.summarize(compiled)
-  assert summary["flops"] > 0
+  assert summary["xla_flops"] > 0
   assert 0 < summary["peak_bytes_estimate"] < 16 * 2 ** 30   # fits a v5e chip's 16 GiB HBM

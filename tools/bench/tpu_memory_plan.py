@@ -13,6 +13,7 @@ import ml_collections
 from absl import app, flags, logging
 
 from configs import base
+from surveylm_jax import models
 from surveylm_jax.train import aot
 
 _OUT = flags.DEFINE_string("out", "runs/bench/tpu_memory_plan.json", "JSON output.")
@@ -59,6 +60,9 @@ def main(argv):
                                           batch_rows=_ROWS_PER_CHIP.value * len(devices),
                                           seq_len=_SEQ.value)
         s = aot.summarize(compiled)
+        cfg = models.config_from_hf_dict(model, param_dtype="bfloat16")
+        s["flops"] = models.flops.train_step_flops(
+            cfg, _ROWS_PER_CHIP.value * len(devices) * _SEQ.value, _SEQ.value, lora=True)
         s.update(fits=s["peak_bytes_estimate"] <= hbm_gib * 2 ** 30)
       except Exception as e:  # noqa: BLE001 - a slice that cannot hold the step is a result too
         s = {"error": f"{type(e).__name__}: {str(e)[:300]}"}

@@ -1,0 +1,162 @@
+"""The project's LoRA train step (surveylm_jax.train) on SmolLM2-135M, against PyTorch+PEFT on
+the same model, batch, sequence length and thread count, plus achieved FLOP/s against this
+machine's measured large-matmul rate. Rounds alternate JAX / PyTorch / matmul so both sides see
+the same machine load; medians are reported.
+
+python -m tools.bench.bench_train_step --out runs/bench/train_step.json
+"""
+import argparse
+import json
+import os
+import statistics
+import time
+
+
+def _pin_threads(n: int) -> None:
+  """Same CPUs and thread count for both frameworks (set before either starts its pools)."""
+  from tools.bench.bench_lora import _pin_threads as pin
+  pin(n)
+  import torch
+  torch.set_num_threads(n)
+
+
+def _batch(tokenizer_vocab: int, rows: int, seq: int):
+  import numpy as np
+  rng = np.random.RandomState(0)
+  ids = rng.randint(3, tokenizer_vocab, (rows, seq)).astype(np.int32)
+  targets = np.concatenate([ids[:, 1:], np.zeros((rows, 1), np.int32)], axis=1)
+  loss_mask = np.zeros((rows, seq), np.int32)
+  loss_mask[:, seq // 2:-1] = 1
+  ones = np.ones((rows, seq), np.int32)
+  return dict(input_ids=ids, targets=targets, loss_mask=loss_mask, segment_ids=ones,
+              position_ids=np.broadcast_to(np.arange(seq, dtype=np.int32), (rows, seq)).copy(),
+              attention_mask=ones)
+
+
+def jax_step(model_path: str, batch: dict, lr: float):
+  """(run_one_step, analytic flops per step) for the real jitted train step on one device."""
+  import jax
+  from configs import base
+  from surveylm_jax import lora as lora_lib
+  from surveylm_jax import models, sharding
+  from surveylm_jax.train import setup
+  from surveylm_jax.train.step import init_state
+  config = base.get_config()
+  config.model.path = model_path
+  config.train.lr, config.train.warmup_fraction = lr, 0.0
+  config.mesh.data = 1
+  mesh = sharding.make_mesh(config.mesh.to_dict(), jax.devices()[:1])
+  model = models.Transformer(setup.model_config(config))
+  fns = setup.make_step_fns(config, model, total_steps=1000)
+  with setup.rules_context(config, mesh):
+    params, frozen_sh = setup.load_params(config, model, mesh, config.sharding_rules)
+    trainable = lora_lib.init(params, fns.lora_cfg, jax.random.PRNGKey(0))
+    trainable_sh = setup.lora_shardings(model, trainable, mesh, config.sharding_rules)
+    state_sh = setup.state_shardings(fns, trainable_sh, trainable, mesh)
+    state = jax.jit(lambda t: init_state(t, fns.optimizer), out_shardings=state_sh)(trainable)
+    shapes = {k: v.shape for k, v in batch.items()}
+    step = setup.jit_train_step(fns, state_sh, frozen_sh, setup.batch_shardings(shapes, mesh),
+                                mesh)
+    device_batch = sharding.shard_host_batch(batch, mesh)
+    rng = jax.random.PRNGKey(1)
+    compiled = step.lower(state, params, device_batch, rng).compile()
+  rows, seq = batch["input_ids"].shape
+  flops = models.flops.train_step_flops(model.config, rows * seq, seq, lora=True)
+  holder = {"state": state}
+
+  def run():
+    holder["state"], metrics = compiled(holder["state"], params, device_batch, rng)
+    return float(metrics["loss"])
+  return run, flops
+
+
+def torch_step(model_path: str, batch: dict, lr: float):
+  import peft
+  import torch
+  import transformers
+  model = transformers.AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+  model = peft.get_peft_model(model, peft.LoraConfig(
+      r=8, lora_alpha=16, lora_dropout=0.0, target_modules=[
+          "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+  model.train()
+  opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
+                          weight_decay=0.0)
+  ids = torch.tensor(batch["input_ids"], dtype=torch.long)
+  targets = torch.tensor(batch["targets"], dtype=torch.long)
+  mask = torch.tensor(batch["loss_mask"], dtype=torch.float32)
+
+  def run():
+    opt.zero_grad(set_to_none=True)
+    logits = model(input_ids=ids).logits
+    nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(),
+                                            reduction="none").view_as(mask)
+    loss = (nll * mask).sum() / mask.sum()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+    opt.step()
+    return float(loss)
+  return run
+
+
+def matmul_rate(n: int = 2048):
+  """(run, flops) of one float32 n x n matmul: the machine's practical peak for dense math."""
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
+  f = jax.jit(lambda x, y: x @ y)
+  f(a, b).block_until_ready()
+  return (lambda: f(a, b).block_until_ready()), 2.0 * n ** 3
+
+
+def _time(fn) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--model", default="checkpoints/smollm2-135m-instruct")
+  parser.add_argument("--rows", type=int, default=4)
+  parser.add_argument("--seq", type=int, default=128)
+  parser.add_argument("--threads", type=int, default=2)
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--out", default="runs/bench/train_step.json")
+  args = parser.parse_args()
+  _pin_threads(args.threads)
+  batch = _batch(49152, args.rows, args.seq)
+  jax_run, flops = jax_step(args.model, batch, 1e-4)
+  torch_run = torch_step(args.model, batch, 1e-4)
+  mm_run, mm_flops = matmul_rate()
+  first = (jax_run(), torch_run())     # warm-up (and compile), excluded from timing
+  times = {"jax": [], "torch": [], "matmul": []}
+  for r in range(args.rounds):
+    times["jax"].append(_time(jax_run))
+    times["torch"].append(_time(torch_run))
+    times["matmul"].append(min(_time(mm_run) for _ in range(5)))
+    print(f"round {r + 1}/{args.rounds}: jax {times['jax'][-1]:.2f}s "
+          f"torch {times['torch'][-1]:.2f}s", flush=True)
+  med = {k: statistics.median(v) for k, v in times.items()}
+  result = {
+      "settings": vars(args), "load_avg": os.getloadavg(),
+      "first_step_loss": {"jax": first[0], "torch": first[1]},
+      "median_seconds": med,
+      "torch_over_jax": med["torch"] / med["jax"],
+      "jax_step_flops": flops,
+      "jax_achieved_flops_per_s": flops / med["jax"],
+      "matmul_flops_per_s": mm_flops / med["matmul"],
+      "fraction_of_matmul_rate": (flops / med["jax"]) / (mm_flops / med["matmul"]),
+  }
+  os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+  with open(args.out, "w", encoding="utf-8") as f:
+    json.dump(result, f, indent=2)
+  print(f"JAX LoRA step {med['jax']:.2f}s, PyTorch+PEFT {med['torch']:.2f}s "
+        f"(torch/jax {result['torch_over_jax']:.2f}x); JAX {result['jax_achieved_flops_per_s']/1e9:.1f} "
+        f"GFLOP/s = {100 * result['fraction_of_matmul_rate']:.0f}% of the "
+        f"{result['matmul_flops_per_s']/1e9:.1f} GFLOP/s matmul rate")
+
+
+if __name__ == "__main__":
+  main()
