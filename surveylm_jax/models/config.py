@@ -59,7 +59,6 @@ class ModelConfig:
   param_dtype: str = "float32"
   dtype: str = "float32"
   remat_policy: str = "none"            # none | full | dots_saveable | nothing_saveable
-  scan_layers: bool = True
 
   def __post_init__(self):
     if self.param_dtype not in SUPPORTED_DTYPES or self.dtype not in SUPPORTED_DTYPES:
