@@ -139,16 +139,22 @@ def _split_turns(block: str, tags: dict[str, str]) -> tuple:
   return tuple((s, t) for s, t in turns)
 
 
+def _find_templated(text: str, start: int, template: str, placeholder: str, missing: str):
+  """The first match after `start` of a layout sentence whose `placeholder` captures a value."""
+  pattern = re.escape(template).replace(re.escape(placeholder), "(.+?)")
+  m = re.search(pattern, text[start:])
+  if not m:
+    raise PromptError("instruction", f"{missing} ({template!r})", "missing_section")
+  return m
+
+
 def parse_role_inference(raw: RawRecord, notes, task: str = "task1") -> RoleInferenceRecord:
   common = _common(raw, task, "individual")
   text = common["instruction"]
   lang = _language(text, "==访谈对话==", "== Interview ==")
   layout = layouts.ROLE_INFERENCE[lang]
   d_start = find_marker(text, layout["dialogue"])
-  ask = re.escape(layout["ask"]).replace(re.escape("{field}"), "(.+?)")
-  m = re.search(ask, text[d_start:])
-  if not m:
-    raise PromptError("instruction", f"no question asking for the field ({layout['ask']!r})", "missing_section")
+  m = _find_templated(text, d_start, layout["ask"], "{field}", "no question asking for the field")
   d_end = d_start + m.start()
   field = m.group(1)
   if "field" in raw.fields and str(raw.fields["field"]) != field:
@@ -237,10 +243,7 @@ def parse_stance(raw: RawRecord, notes, task: str = "task3") -> StanceRecord:
   lang = _language(text, "背景信息：", "Background:")
   layout = layouts.STANCE[lang]
   bg_start = find_marker(text, layout["background"])
-  ask = re.escape(layout["ask"]).replace(re.escape("{topic}"), "(.+?)")
-  m = re.search(ask, text[bg_start:])
-  if not m:
-    raise PromptError("instruction", f"no stance question ({layout['ask']!r})", "missing_section")
+  m = _find_templated(text, bg_start, layout["ask"], "{topic}", "no stance question")
   bg_end = bg_start + m.start()
   background = parse_key_values(text[bg_start:bg_end].strip("\n"))
   try:

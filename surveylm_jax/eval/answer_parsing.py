@@ -96,16 +96,24 @@ def _json_answer_field(payload):
   return None
 
 
+def _answer_body(text: str):
+  """(text without reasoning, None) or (None, the Parsed failure: unclosed think tag / empty)."""
+  body = strip_reasoning(text)
+  if body is None:
+    return None, Parsed(None, "unclosed_think")
+  if not body:
+    return None, Parsed(None, "empty")
+  return body, None
+
+
 def parse_option_answer(text: str, options) -> Parsed:
   """The option index a generated answer names. `options` are (letter, text) pairs or objects with
   `.letter` and `.text`, in listed order."""
   pairs = [(o.letter, o.text) if hasattr(o, "letter") else (o[0], o[1]) for o in options]
   letters = [l for l, _ in pairs]
-  body = strip_reasoning(text)
-  if body is None:
-    return Parsed(None, "unclosed_think")
-  if not body:
-    return Parsed(None, "empty")
+  body, failure = _answer_body(text)
+  if failure:
+    return failure
   payload = _json_payload(body)
   field = _json_answer_field(payload)
   if field is not None:
@@ -156,11 +164,9 @@ _STANCE_WORDS = {"积极": "positive", "中立": "neutral", "消极": "negative"
 
 def parse_stance(text: str) -> Parsed:
   """Task 3: (stance, reason) from {"predict": ..., "reason": ...} JSON or a bare stance word."""
-  body = strip_reasoning(text)
-  if body is None:
-    return Parsed(None, "unclosed_think")
-  if not body:
-    return Parsed(None, "empty")
+  body, failure = _answer_body(text)
+  if failure:
+    return failure
   payload = _json_payload(body)
   if isinstance(payload, dict):
     label = _json_answer_field(payload)
