@@ -6,16 +6,13 @@ the assistant turn) we read p(letter) for every option, summing the token varian
 (low mass says the model wanted to write something else).
 
 Prefix reuse: prompts that share a prefix (one respondent's background asked many questions, one
-group profile asked many questions) are scored by running the shared prefix once into a KV cache
-and continuing every prompt's own suffix from a copy of that cache. Groups are given by the
-caller as `prefix_keys` (any hashable per prompt, None = no sharing); within a group the prefix is
-the longest common *token* prefix, so it is exact whatever the tokenizer does at text
-boundaries. Many groups run side by side: the prefix batch holds one row per group and each
-suffix row gathers its group's cache row.
-
-Layout in the cache (per chunk of groups): slots [0, Lp) hold the right-padded prefixes, slots
-[Lp, Lp + Ls) the suffixes; padded slots are masked out of attention and positions count only
-real tokens, so logits equal those of a plain forward pass over the whole prompt.
+group profile asked many questions) are packed into rows where the shared prefix appears once and
+each prompt's own suffix follows it as a segment that reads the prefix and itself only
+(`prefix_segment_ids` of the model), with positions continuing from the prefix's end: every
+suffix gets exactly the logits of a plain forward pass over its whole prompt, and the prefix is
+computed once per row instead of once per prompt. Groups are given by the caller as
+`prefix_keys` (any hashable per prompt, None = no sharing); within a group the prefix is the
+longest common *token* prefix, so it is exact whatever the tokenizer does at text boundaries.
 """
 from __future__ import annotations
 
@@ -29,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from surveylm_jax.models.transformer import Transformer, init_cache
+from surveylm_jax.models.transformer import Transformer
 
 LETTER_VARIANTS = ("{}", " {}")   # "A" right after the assistant header, or " A" after a space
 
@@ -100,42 +97,16 @@ def _score_full(model, params, ids, mask, last, cand_ids, cand_valid):
   return _option_log_probs(model, params, last_hidden, cand_ids, cand_valid)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "suffix_slots"))
-def _prefill_prefixes(model, params, ids, mask, *, suffix_slots: int):
-  """Runs right-padded prefixes [G, Lp] into a cache of Lp + suffix_slots slots."""
-  g, lp = ids.shape
-  cache = init_cache(model, g, lp + suffix_slots)
-  kv_mask = jnp.concatenate([mask, jnp.zeros((g, suffix_slots), mask.dtype)], axis=1)
-  positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-  _, mutated = model.apply({"params": params, "cache": cache}, ids, attention_mask=kv_mask,
-                           position_ids=positions, decode=True, return_hidden=True,
-                           mutable=["cache"])
-  return mutated["cache"]
-
-
 @functools.partial(jax.jit, static_argnames=("model",))
-def _score_suffixes(model, params, prefix_cache, prefix_mask, group_of_row, ids, mask, last,
-                    cand_ids, cand_valid):
-  """Continues each suffix row [B, Ls] from its group's prefix cache row."""
-  slots = prefix_cache_slots(prefix_cache)
-  lp = prefix_mask.shape[1]
-  cache = jax.tree_util.tree_map(
-      lambda x: jnp.take(x, group_of_row, axis=1) if x.ndim >= 2 else x, prefix_cache)
-  row_prefix_mask = jnp.take(prefix_mask, group_of_row, axis=0)
-  b, ls = ids.shape
-  kv_mask = jnp.concatenate(
-      [row_prefix_mask, mask, jnp.zeros((b, slots - lp - ls), mask.dtype)], axis=1)
-  positions = row_prefix_mask.sum(axis=1, keepdims=True) + jnp.arange(ls)[None, :]
-  hidden, _ = model.apply({"params": params, "cache": cache}, ids, attention_mask=kv_mask,
-                          position_ids=positions, decode=True, return_hidden=True,
-                          mutable=["cache"])
-  last_hidden = hidden[jnp.arange(b), last]
-  return _option_log_probs(model, params, last_hidden, cand_ids, cand_valid)
-
-
-def prefix_cache_slots(cache) -> int:
-  """Number of slots of a cache (the key array is [layers, batch, slots, kv_heads, head_dim])."""
-  return max(x.shape[2] for x in jax.tree_util.tree_leaves(cache) if x.ndim == 5)
+def _score_packed(model, params, ids, mask, segments, prefix_segments, positions, reads,
+                  cand_ids, cand_valid):
+  """Shared-prefix packed rows [R, L]; reads [R, P] index each question's last token."""
+  hidden = model.apply({"params": params}, ids, attention_mask=mask, segment_ids=segments,
+                       prefix_segment_ids=prefix_segments, position_ids=positions,
+                       return_hidden=True)
+  r, p = reads.shape
+  picked = jnp.take_along_axis(hidden, reads[:, :, None], axis=1).reshape(r * p, -1)
+  return _option_log_probs(model, params, picked, cand_ids, cand_valid).reshape(r, p, -1)
 
 
 def _candidates(option_ids_rows, rows: int):
@@ -210,8 +181,8 @@ def _make_groups(prompt_ids, prefix_keys):
 def score_options(model: Transformer, params, prompt_ids: Sequence[Sequence[int]],
                   option_ids: Sequence[Sequence[Sequence[int]]], *,
                   prefix_keys: Optional[Sequence[Optional[Hashable]]] = None,
-                  batch_size: int = 16, length_step: int = 16,
-                  progress: Optional[Callable[[int, int], None]] = None) -> list[OptionScores]:
+                  batch_size: int = 16, length_step: int = 16, pack_length: int = 512,
+                  pack_rows: int = 4, progress: Optional[Callable[[int, int], None]] = None) -> list[OptionScores]:
   """Scores every prompt's options.
 
   Args:
@@ -221,8 +192,11 @@ def score_options(model: Transformer, params, prompt_ids: Sequence[Sequence[int]
       (see `letter_token_ids`).
     prefix_keys: per prompt, a key for prefix sharing (e.g. the prompt text before the question);
       None for all = one plain forward pass per prompt, no cache.
-    batch_size: rows per forward pass (and at most this many prefixes per prefill).
+    batch_size: prompts per forward pass (plain path, without prefix keys).
     length_step: sequence lengths are padded up to a multiple of this, so few shapes compile.
+    pack_length: with prefix keys, tokens per packed row: each shared prefix appears once per row,
+      followed by its questions; a group that overflows a row repeats its prefix in the next.
+    pack_rows: packed rows per forward pass.
     progress: called as progress(done, total) after every batch.
   Returns:
     One OptionScores per prompt, in input order.
@@ -255,43 +229,90 @@ def score_options(model: Transformer, params, prompt_ids: Sequence[Sequence[int]
         progress(done, n)
     return results
 
-  groups = sorted(_make_groups(prompt_ids, prefix_keys), key=lambda g: len(g.prefix))
-  chunk: list = []
-  for group in groups + [None]:
-    chunk_rows = sum(len(g.rows) for g in chunk)
-    if chunk and (group is None or len(chunk) == batch_size or chunk_rows >= 4 * batch_size):
-      done += _score_chunk(model, params, chunk, option_ids, results, batch_size, length_step)
-      if progress:
-        progress(done, n)
-      chunk = []
-    if group is not None:
-      chunk.append(group)
+  rows = _pack_groups(_make_groups(prompt_ids, prefix_keys), pack_length)
+  length = _bucket(max(r.length for r in rows), length_step)
+  for start in range(0, len(rows), pack_rows):
+    batch = rows[start:start + pack_rows]
+    done += _score_rows(model, params, batch, option_ids, results, _pow2(len(batch), pack_rows),
+                        length)
+    if progress:
+      progress(done, n)
   return results
 
 
-def _score_chunk(model, params, chunk, option_ids, results, batch_size, length_step) -> int:
-  """Prefills the chunk's prefixes once, then scores its rows batch by batch."""
-  lp = _bucket(max(len(g.prefix) for g in chunk), length_step)
-  g_rows = _pow2(len(chunk), batch_size)
-  rows = sorted(((gi, i, suffix) for gi, g in enumerate(chunk) for i, suffix in g.rows),
-                key=lambda r: len(r[2]))
-  ls_slots = _bucket(max(len(r[2]) for r in rows), length_step)
-  p_ids, p_mask, _ = _pad_rows([g.prefix for g in chunk], g_rows, lp)
-  cache = _prefill_prefixes(model, params, p_ids, p_mask, suffix_slots=ls_slots)
-  p_mask = jnp.asarray(p_mask)
-  for start in range(0, len(rows), batch_size):
-    batch = rows[start:start + batch_size]
-    b = _pow2(len(batch), batch_size)
-    ids, mask, last = _pad_rows([r[2] for r in batch], b,
-                                _bucket(max(len(r[2]) for r in batch), length_step))
-    group_of_row = np.zeros((b,), np.int32)
-    group_of_row[:len(batch)] = [r[0] for r in batch]
-    cand_ids, cand_valid = _candidates([option_ids[r[1]] for r in batch], b)
-    out = np.asarray(_score_suffixes(model, params, cache, p_mask, group_of_row, ids, mask, last,
-                                     cand_ids, cand_valid))
-    for r, (_, i, _) in enumerate(batch):
+@dataclasses.dataclass
+class _Row:
+  """One packed row: blocks of (prefix, questions), each question reading the prefix before it."""
+  ids: list = dataclasses.field(default_factory=list)
+  segments: list = dataclasses.field(default_factory=list)
+  prefix_segments: list = dataclasses.field(default_factory=list)
+  positions: list = dataclasses.field(default_factory=list)
+  reads: list = dataclasses.field(default_factory=list)     # [(token index, prompt index)]
+
+  @property
+  def length(self) -> int:
+    return len(self.ids)
+
+  def add(self, tokens, position0: int, prefix_segment: int) -> int:
+    segment = (self.segments[-1] if self.segments else 0) + 1
+    self.ids.extend(tokens)
+    self.segments.extend([segment] * len(tokens))
+    self.prefix_segments.extend([prefix_segment] * len(tokens))
+    self.positions.extend(range(position0, position0 + len(tokens)))
+    return segment
+
+
+def _pack_groups(groups, pack_length: int) -> list:
+  """Streams groups into rows of at most `pack_length` tokens (longer only when one prefix and one
+  question alone exceed it). A group that does not fit in the rest of a row continues in the next
+  row with its prefix repeated, so rows stay nearly full."""
+  rows, row = [], _Row()
+  for group in groups:
+    pending = list(group.rows)
+    while pending:
+      need = len(group.prefix) + len(pending[0][1])
+      if row.length and row.length + need > pack_length:
+        rows.append(row)
+        row = _Row()
+      prefix_segment = row.add(group.prefix, 0, 0)
+      while pending and (row.length + len(pending[0][1]) <= pack_length or
+                         row.segments[-1] == prefix_segment):
+        i, suffix = pending.pop(0)
+        row.add(suffix, len(group.prefix), prefix_segment)
+        row.reads.append((row.length - 1, i))
+  if row.length:
+    rows.append(row)
+  return rows
+
+
+def _score_rows(model, params, batch, option_ids, results, rows: int, length: int) -> int:
+  """Scores a batch of packed rows, padded to `rows` x `length`."""
+  reads = _pow2(max(len(r.reads) for r in batch), 1 << 30)
+  arrays = {k: np.zeros((rows, length), np.int32)
+            for k in ("ids", "mask", "segments", "prefix_segments", "positions")}
+  read_at = np.zeros((rows, reads), np.int32)
+  prompts = []
+  for b, row in enumerate(batch):
+    n = row.length
+    arrays["ids"][b, :n] = row.ids
+    arrays["mask"][b, :n] = 1
+    arrays["segments"][b, :n] = row.segments
+    arrays["prefix_segments"][b, :n] = row.prefix_segments
+    arrays["positions"][b, :n] = row.positions
+    for j, (at, i) in enumerate(row.reads):
+      read_at[b, j] = at
+    prompts.append([i for _, i in row.reads] + [None] * (reads - len(row.reads)))
+  prompts += [[None] * reads] * (rows - len(batch))
+  flat = [p for row_prompts in prompts for p in row_prompts]
+  cand_ids, cand_valid = _candidates([option_ids[i] if i is not None else [(0,)] for i in flat],
+                                     rows * reads)
+  out = np.asarray(_score_packed(model, params, arrays["ids"], arrays["mask"], arrays["segments"],
+                                 arrays["prefix_segments"], arrays["positions"], read_at,
+                                 cand_ids, cand_valid)).reshape(rows * reads, -1)
+  for r, i in enumerate(flat):
+    if i is not None:
       results[i] = _to_scores(out[r], len(option_ids[i]))
-  return len(rows)
+  return sum(len(r.reads) for r in batch)
 
 
 class ProgressLine:

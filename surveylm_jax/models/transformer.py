@@ -5,6 +5,12 @@ logits [batch, seq, vocab]. Layers are stacked with `nn.scan` (params gain a lea
 axis), optionally rematerialised. Masks combine causality, key padding, packed-sequence
 segments and per-layer sliding windows. With `decode=True` a KV cache (collection `cache`) is
 read and extended; `init_cache` makes an empty one.
+
+Shared-prefix packing: `prefix_segment_ids` names, per token, one more segment the token may read
+besides its own (0 = none). A respondent's background packed once as segment 1, followed by its
+questions as segments 2, 3, ... each with prefix segment 1 (and positions continuing from the end
+of the background), gives every question exactly the logits it has when the background is
+repeated in front of it, at a fraction of the tokens.
 """
 from __future__ import annotations
 
@@ -42,7 +48,7 @@ class Attention(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x, positions, key_mask, segment_ids, window):
+  def __call__(self, x, positions, key_mask, segment_ids, prefix_segment_ids, window):
     cfg = self.config
     proj = functools.partial(projection, cfg, lora_scale=self.lora_scale,
                              lora_dropout=self.lora_dropout, deterministic=self.deterministic)
@@ -75,10 +81,21 @@ class Attention(nn.Module):
 
     q_index = offset + jnp.arange(length)
     k_index = jnp.arange(k.shape[1])
-    visible = (k_index[None, :] <= q_index[:, None]) & (q_index[:, None] - k_index[None, :] < window)
-    mask = visible[None] & key_mask[:, None, :].astype(bool)               # [b, t, s]
+    visible = k_index[None, :] <= q_index[:, None]
+    if prefix_segment_ids is None:
+      visible = visible & (q_index[:, None] - k_index[None, :] < window)
+      mask = visible[None] & key_mask[:, None, :].astype(bool)             # [b, t, s]
+    else:
+      # A question packed after other questions sits further from its prefix in the row than in
+      # its own prompt: the sliding window counts distance in positions, not row slots.
+      near = positions[:, :, None] - positions[:, None, :] < window
+      mask = visible[None] & near & key_mask[:, None, :].astype(bool)
     if segment_ids is not None:
-      mask = mask & (segment_ids[:, :, None] == segment_ids[:, None, :])
+      same = segment_ids[:, :, None] == segment_ids[:, None, :]
+      if prefix_segment_ids is not None:
+        same = same | ((prefix_segment_ids[:, :, None] == segment_ids[:, None, :])
+                       & (prefix_segment_ids[:, :, None] != 0))
+      mask = mask & same
 
     groups = h // kv
     qg = q.reshape(batch, length, kv, groups, d)
@@ -114,13 +131,13 @@ class DecoderLayer(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x, window, positions, key_mask, segment_ids):
+  def __call__(self, x, window, positions, key_mask, segment_ids, prefix_segment_ids):
     cfg = self.config
     lora = dict(lora_scale=self.lora_scale, lora_dropout=self.lora_dropout,
                 deterministic=self.deterministic)
     h = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype, name="input_layernorm")(x)
     x = x + Attention(cfg, decode=self.decode, name="self_attn", **lora)(
-        h, positions, key_mask, segment_ids, window)
+        h, positions, key_mask, segment_ids, prefix_segment_ids, window)
     h = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype,
                 name="post_attention_layernorm")(x)
     x = x + MLP(cfg, name="mlp", **lora)(h)
@@ -150,9 +167,15 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, input_ids, attention_mask=None, position_ids=None, segment_ids=None,
-               decode: bool = False, deterministic: bool = True, return_hidden: bool = False):
+               decode: bool = False, deterministic: bool = True, return_hidden: bool = False,
+               prefix_segment_ids=None):
     cfg = self.config
     batch, length = input_ids.shape
+    if prefix_segment_ids is not None and (segment_ids is None or position_ids is None):
+      raise ValueError("prefix_segment_ids needs segment_ids and explicit position_ids (a "
+                       "question's positions continue from the end of its shared prefix)")
+    if prefix_segment_ids is not None and decode:
+      raise ValueError("prefix_segment_ids is for packed full passes, not decode=True")
     compute = jnp_dtype(cfg.dtype)
     embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=compute,
                      param_dtype=jnp_dtype(cfg.param_dtype),
@@ -185,13 +208,13 @@ class Transformer(nn.Module):
         layer_cls,
         variable_axes={"params": 0, "lora": 0, "cache": 0},
         split_rngs={"params": True, "dropout": True},
-        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast),
+        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
         length=cfg.num_hidden_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
     x, _ = stack(cfg, decode=decode, lora_scale=self.lora_scale, lora_dropout=self.lora_dropout,
                  deterministic=deterministic, name="layers")(
-                     x, windows, position_ids, attention_mask, segment_ids)
+                     x, windows, position_ids, attention_mask, segment_ids, prefix_segment_ids)
     x = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype, name="norm")(x)
     if return_hidden:
       return x

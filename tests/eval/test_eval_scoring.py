@@ -1,4 +1,4 @@
-"""Option scoring: prefix-cache reuse gives the same numbers as a plain forward pass."""
+"""Option scoring: shared-prefix packing gives the same numbers as a plain forward pass."""
 import jax
 import numpy as np
 import pytest
@@ -54,9 +54,11 @@ def _prompts(rng):
 def test_prefix_reuse_matches_full_forward(tiny):
   model, params = tiny
   prompts, keys, options = _prompts(np.random.default_rng(0))
-  # batch 2 < group sizes: groups span batches and chunks hold several groups.
+  # Short rows: groups overflow into the next row (prefix repeated) and rows hold several groups.
   shared = scoring.score_options(model, params, prompts, options, prefix_keys=keys,
-                                 batch_size=2, length_step=32)
+                                 batch_size=2, length_step=32, pack_length=48, pack_rows=2)
+  rows = scoring._pack_groups(scoring._make_groups(prompts, keys), 48)
+  assert len(rows) > 2 and any(len({s for s in r.prefix_segments if s}) > 1 for r in rows)
   plain = scoring.score_options(model, params, prompts, options, batch_size=2, length_step=32)
   refs = _reference_log_probs(model, params, prompts, options)
   for p, o, s, f, ref in zip(prompts, options, shared, plain, refs):
@@ -74,7 +76,7 @@ def test_group_where_one_prompt_is_the_common_prefix(tiny):
   prompts = [base, base + [11, 12], base + [13]]
   options = [[(20,), (21,)]] * 3
   out = scoring.score_options(model, params, prompts, options, prefix_keys=["g"] * 3,
-                             batch_size=2, length_step=32)
+                             batch_size=2, length_step=32, pack_length=8)
   for s, ref in zip(out, _reference_log_probs(model, params, prompts, options)):
     np.testing.assert_allclose(s.log_probs, ref, rtol=1e-5, atol=2e-5)
 

@@ -85,6 +85,39 @@ def test_packed_segments_do_not_attend_across(pair):
   assert np.abs(out[0, 6:14] - alone_b[0]).max() <= LOGIT_TOL, name
 
 
+def test_shared_prefix_packing_equals_repeating_the_prefix(pair):
+  """prefix | q1 | q2 (each question reads the prefix, not the other question, positions
+  continuing after the prefix) == prefix+q1 and prefix+q2 run alone."""
+  name, _, model, params = pair
+  rng = np.random.RandomState(4)
+  prefix, q1, q2 = rng.randint(3, 160, 7), rng.randint(3, 160, 4), rng.randint(3, 160, 5)
+  packed = np.concatenate([prefix, q1, q2, [0]])[None]
+  segments = np.array([[1] * 7 + [2] * 4 + [3] * 5 + [0]])
+  prefix_segments = np.array([[0] * 7 + [1] * 4 + [1] * 5 + [0]])
+  positions = np.array([list(range(7)) + list(range(7, 11)) + list(range(7, 12)) + [0]])
+  out = np.asarray(model.apply({"params": params}, jnp.asarray(packed),
+                               attention_mask=jnp.asarray((segments > 0).astype(np.int32)),
+                               segment_ids=jnp.asarray(segments),
+                               prefix_segment_ids=jnp.asarray(prefix_segments),
+                               position_ids=jnp.asarray(positions)))
+  alone1 = np.asarray(model.apply({"params": params}, jnp.asarray(np.concatenate([prefix, q1])[None])))
+  alone2 = np.asarray(model.apply({"params": params}, jnp.asarray(np.concatenate([prefix, q2])[None])))
+  assert np.abs(out[0, :11] - alone1[0]).max() <= LOGIT_TOL, name
+  assert np.abs(out[0, 11:16] - alone2[0, 7:]).max() <= LOGIT_TOL, name
+  # Without the prefix link the questions would not see the background: logits differ.
+  unlinked = np.asarray(model.apply({"params": params}, jnp.asarray(packed),
+                                    segment_ids=jnp.asarray(segments),
+                                    position_ids=jnp.asarray(positions)))
+  assert np.abs(unlinked[0, 11:16] - alone2[0, 7:]).max() > 1e-3, name
+
+
+def test_prefix_segments_need_segments_and_positions():
+  _, model, params = make_pair("llama_llama3_rope")
+  ids = jnp.ones((1, 4), jnp.int32)
+  with pytest.raises(ValueError, match="prefix_segment_ids needs segment_ids"):
+    model.apply({"params": params}, ids, prefix_segment_ids=jnp.zeros((1, 4), jnp.int32))
+
+
 def test_remat_policy_gives_same_logits_and_grads():
   _, model, params = make_pair("llama_llama3_rope")
   remat = models.Transformer(model.config.replace(remat_policy="dots_saveable"))
