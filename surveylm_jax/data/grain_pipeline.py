@@ -11,6 +11,8 @@ slice `[process_index::process_count]` of the shuffled-once order, so process sh
 and together cover the data; every process yields the same number of batches per epoch only when
 the slices pack alike, so size steps by `drop_remainder` as usual. Batches are host-local; see
 `surveylm_jax.sharding.shard_host_batch` to make them global arrays on a mesh. Batch keys and meaning: see `packing`.
+With `share_prefixes`, records that share a prompt prefix (one respondent's background) are
+shuffled, sharded and packed as groups, the prefix once per row (`prefix_packing`).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import numpy as np
 from surveylm_jax.data.chat_format import ChatTemplateTokenizer
 from surveylm_jax.data.option_shuffle import shuffle_options
 from surveylm_jax.data.packing import PackedIterDataset
+from surveylm_jax.data.prefix_packing import GroupTokenizer, PrefixPackedIterDataset, group_by_prefix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +36,9 @@ class PipelineConfig:
   num_epochs: int | None = 1           # None: repeat forever
   pack: bool = True                    # False: one example per row
   num_packing_rows: int = 16           # open rows first-fit chooses among
+  share_prefixes: bool = False         # pack a shared background once per row (prefix_packing)
+  max_group_members: int = 0           # > 0: split prefix groups into chunks of at most this many
+                                       # records (more respondents per batch, more prefix repeats)
   shuffle_options: bool = False        # seeded option-order augmentation (training only)
   process_index: int | None = None     # default: jax.process_index()
   process_count: int | None = None     # default: jax.process_count()
@@ -69,7 +75,44 @@ def record_dataset(records, config: PipelineConfig) -> grain.MapDataset:
   return ds
 
 
+class _ShuffleGroupOptions(grain.transforms.RandomMap):
+  def random_map(self, group, rng: np.random.Generator):
+    return [shuffle_options(record, rng) for record in group]
+
+
+def _chunks(items: list, size: int) -> list:
+  return [[int(i) for i in items[k:k + size]] for k in range(0, len(items), size)]
+
+
+def group_dataset(records, config: PipelineConfig) -> grain.MapDataset:
+  """Like `record_dataset` over groups of records that share a prompt prefix (reads every record
+  once to find the groups): this process's groups, in the seeded order, each a list of records."""
+  index, count = _process(config)
+  groups = group_by_prefix(records)
+  if config.max_group_members > 0:
+    rng = np.random.default_rng(config.seed)
+    groups = [chunk for g in groups
+              for chunk in _chunks(list(rng.permutation(g)) if config.shuffle else g,
+                                   config.max_group_members)]
+  ds = grain.MapDataset.source(groups)
+  if config.shuffle:
+    ds = ds.shuffle(seed=config.seed)
+  ds = ds[index::count]
+  if config.num_epochs != 1:
+    ds = ds.repeat(config.num_epochs)
+  ds = ds.map(lambda indices: [records[i] for i in indices])
+  if config.shuffle_options:
+    ds = ds.random_map(_ShuffleGroupOptions(), seed=config.seed + 1)
+  return ds
+
+
 def build_dataset(records, tokenizer, config: PipelineConfig) -> grain.IterDataset:
+  if config.share_prefixes:
+    if not config.pack:
+      raise ValueError("share_prefixes packs a group's questions after one prefix; it needs pack=True")
+    groups = group_dataset(records, config).map(GroupTokenizer(tokenizer, config.seq_len))
+    return PrefixPackedIterDataset(groups, config.seq_len).batch(
+        config.batch_size, drop_remainder=config.drop_remainder)
   examples = record_dataset(records, config).map(ChatTemplateTokenizer(tokenizer, config.seq_len))
   if config.pack:
     rows = PackedIterDataset(examples, config.seq_len, config.num_packing_rows)

@@ -11,8 +11,10 @@ Output rows (all int32, length seq_len):
   targets        the next token within the same segment (0 at a segment's last token and padding)
   loss_mask      1 where targets[t] is an answer token to learn: loss = CE(logits[t], targets[t])·loss_mask[t]
   segment_ids    1, 2, ... per packed example, 0 on padding
-  position_ids   positions restarting at 0 in each segment, 0 on padding
+  position_ids   positions restarting at 0 in each segment (continuing after a shared prefix), 0 on padding
   attention_mask 1 on real tokens, 0 on padding
+  prefix_segment_ids  the segment of the shared prefix a segment also reads (0 = none; see
+                 `prefix_packing`: one respondent's background packed once for many questions)
 Answer slots (for option losses and option accuracy), up to MAX_OPTION_SLOTS per row with up to
 MAX_OPTIONS options each (padding slots have position -1, padding options come last):
   option_positions [M]     position whose logits predict the answer letter
@@ -28,7 +30,8 @@ import collections
 import grain
 import numpy as np
 
-ROW_KEYS = ("input_ids", "targets", "loss_mask", "segment_ids", "position_ids", "attention_mask")
+ROW_KEYS = ("input_ids", "targets", "loss_mask", "segment_ids", "position_ids", "attention_mask",
+            "prefix_segment_ids")
 OPTION_KEYS = ("option_positions", "option_token_ids", "option_mask", "option_targets")
 BATCH_KEYS = ROW_KEYS + OPTION_KEYS
 MAX_OPTION_SLOTS = 16
@@ -56,31 +59,51 @@ def _empty_slots() -> dict:
 
 def assemble_row(examples, seq_len: int, counts=None) -> dict:
   """One packed row from examples that fit together (`counts` receives slot counts)."""
+  return assemble_blocks([(None, [ex]) for ex in examples], seq_len, counts)
+
+
+def assemble_blocks(blocks, seq_len: int, counts=None) -> dict:
+  """One packed row from blocks (shared prefix ids or None, [examples]). A prefix is its own
+  segment; each example after it is a segment that also reads the prefix (prefix_segment_ids),
+  with positions continuing from the prefix's end, so it sees exactly its unpacked context."""
   row = {k: np.zeros(seq_len, np.int32) for k in ROW_KEYS}
   row.update(_empty_slots())
-  at, slot = 0, 0
-  for segment, ex in enumerate(examples, start=1):
-    if "option_ids" in ex:
-      k = len(ex["option_ids"])
-      if slot < MAX_OPTION_SLOTS and k <= MAX_OPTIONS:
-        row["option_positions"][slot] = at + int(np.argmax(ex["loss_mask"])) - 1
-        row["option_token_ids"][slot, :k] = ex["option_ids"]
-        row["option_mask"][slot, :k] = 1
-        row["option_targets"][slot, :k] = ex["option_target"]
-        slot += 1
-        if counts is not None:
-          counts["option_slots"] += 1
-      elif counts is not None:
-        counts["option_slots_dropped"] += 1
-    ids, mask = ex["input_ids"], ex["loss_mask"]
-    n = len(ids)
-    row["input_ids"][at:at + n] = ids
-    row["targets"][at:at + n - 1] = ids[1:]
-    row["loss_mask"][at:at + n - 1] = mask[1:]
-    row["segment_ids"][at:at + n] = segment
-    row["position_ids"][at:at + n] = np.arange(n, dtype=np.int32)
-    row["attention_mask"][at:at + n] = 1
-    at += n
+  at, slot, segment = 0, 0, 0
+  for prefix, examples in blocks:
+    prefix_segment, offset = 0, 0
+    if prefix is not None and len(prefix):
+      segment += 1
+      n = len(prefix)
+      row["input_ids"][at:at + n] = prefix
+      row["targets"][at:at + n - 1] = prefix[1:]
+      row["segment_ids"][at:at + n] = segment
+      row["position_ids"][at:at + n] = np.arange(n, dtype=np.int32)
+      row["attention_mask"][at:at + n] = 1
+      prefix_segment, offset, at = segment, n, at + n
+    for ex in examples:
+      segment += 1
+      if "option_ids" in ex:
+        k = len(ex["option_ids"])
+        if slot < MAX_OPTION_SLOTS and k <= MAX_OPTIONS:
+          row["option_positions"][slot] = at + int(np.argmax(ex["loss_mask"])) - 1
+          row["option_token_ids"][slot, :k] = ex["option_ids"]
+          row["option_mask"][slot, :k] = 1
+          row["option_targets"][slot, :k] = ex["option_target"]
+          slot += 1
+          if counts is not None:
+            counts["option_slots"] += 1
+        elif counts is not None:
+          counts["option_slots_dropped"] += 1
+      ids, mask = ex["input_ids"], ex["loss_mask"]
+      n = len(ids)
+      row["input_ids"][at:at + n] = ids
+      row["targets"][at:at + n - 1] = ids[1:]
+      row["loss_mask"][at:at + n - 1] = mask[1:]
+      row["segment_ids"][at:at + n] = segment
+      row["prefix_segment_ids"][at:at + n] = prefix_segment
+      row["position_ids"][at:at + n] = offset + np.arange(n, dtype=np.int32)
+      row["attention_mask"][at:at + n] = 1
+      at += n
   return row
 
 

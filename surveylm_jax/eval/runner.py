@@ -15,6 +15,7 @@ import numpy as np
 
 from surveylm_jax.data import (GroupDistributionRecord, SurveyResponseRecord, read_alignsurvey)
 from surveylm_jax.data.option_shuffle import reorder_options
+from surveylm_jax.data.prefix_packing import prefix_key
 from surveylm_jax.eval import (answer_parsing, baselines, fairness, groups, position_bias, report,
                                task_metrics)
 from surveylm_jax.eval.generated_tasks import GENERATED_TASKS, chat_prompt, evaluate_generated, generate_texts
@@ -70,14 +71,6 @@ def load_model(config):
   return model, params, tokenizer
 
 
-def prefix_key(record) -> str | None:
-  """Records whose prompt text before the question is identical share a prefix: the instruction up
-  to the end of the background / group block (the reader's first cut span)."""
-  if record.cut_spans:
-    return record.instruction[:record.cut_spans[0][1]]
-  return None
-
-
 def score_records(model, params, tokenizer, records, config, label: str):
   """Option scoring read-out: per record (probs over its options, option-letter mass)."""
   texts = [chat_prompt(tokenizer, r.prompt) for r in records]
@@ -88,6 +81,7 @@ def score_records(model, params, tokenizer, records, config, label: str):
   keys = [prefix_key(r) for r in records] if config.eval.prefix_reuse else None
   out = scoring.score_options(model, params, ids, option_ids, prefix_keys=keys,
                               batch_size=config.eval.batch_size, length_step=config.eval.length_step,
+                              pack_length=config.eval.pack_length, pack_rows=config.eval.pack_rows,
                               progress=scoring.ProgressLine(label))
   return [s.probs for s in out], [s.option_mass for s in out]
 
@@ -171,7 +165,7 @@ def evaluate(config, workdir: str) -> dict:
                                                        "task4 individual")
   readout_s = time.time() - t0
   group_direct, group_mass = [], []
-  if group_records:
+  if group_records and ev.group_prompts:
     group_direct, group_mass = score_records(model, params, tokenizer, group_records, config,
                                              "task4 group prompts")
 
@@ -194,7 +188,8 @@ def evaluate(config, workdir: str) -> dict:
   entries = []
   for gi, g in enumerate(group_records):
     preds = {f"{name}_aggregated": aggregated[name][gi][0] for name in predictors}
-    preds["model_group_prompt"] = group_direct[gi]
+    if group_direct:
+      preds["model_group_prompt"] = group_direct[gi]
     for name in ("uniform", "marginal"):
       if name in fitted:
         try:
@@ -252,8 +247,9 @@ def evaluate(config, workdir: str) -> dict:
   for gi, g in enumerate(group_records):
     rows.append({"id": _record_id(g), "task": f"{g.task}_group", "question_id": entries[gi]["question_id"],
                  "group": dict(g.group), "options": g.option_texts(), "target": list(g.distribution),
-                 "predicted_distribution": [float(x) for x in group_direct[gi]],
-                 "predicted_answer": None, "option_mass": group_mass[gi], "subgroups": []})
+                 "predicted_distribution": [float(x) for x in group_direct[gi]] if group_direct else None,
+                 "predicted_answer": None, "option_mass": group_mass[gi] if group_mass else None,
+                 "subgroups": []})
   rows.extend(generated_rows)
   result["seconds"] = time.time() - start
   report.write_report(out_dir, result, rows, group_metrics["per_group"])

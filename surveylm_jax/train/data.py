@@ -17,10 +17,15 @@ from surveylm_jax.data.grain_pipeline import PipelineConfig, build_dataset, pipe
 from surveylm_jax.data.packing import BATCH_KEYS, batch_shapes
 
 
-def read_records(paths: str, lenient: bool, max_records: int) -> list:
-  """Records of one or more comma-separated AlignSurvey files; skips are reported, not hidden."""
+def read_records(paths: str, lenient: bool, max_records: int, tfds_dirs=("", "")) -> list:
+  """Records of comma-separated sources; skips are reported, not hidden. A source is an AlignSurvey
+  JSON/JSONL file or `tfds:alignsurvey/CONFIG:SPLIT` (the TFDS build of a manual-download folder;
+  `tfds_dirs` = (data_dir, manual_dir), built on first use)."""
   records: list = []
   for path in [p.strip() for p in paths.split(",") if p.strip()]:
+    if path.startswith("tfds:"):
+      records.extend(_tfds_records(path, *tfds_dirs))
+      continue
     part = read_alignsurvey(path, lenient=lenient)
     if part.report.total_skipped:
       print(part.report.summary(), file=sys.stderr, flush=True)
@@ -28,6 +33,16 @@ def read_records(paths: str, lenient: bool, max_records: int) -> list:
   if max_records is not None and max_records >= 0:
     records = records[:max_records]
   return records
+
+
+def _tfds_records(spec: str, data_dir: str, manual_dir: str) -> list:
+  from surveylm_jax.data.sources import tfds_source
+  name, sep, split = spec[len("tfds:"):].rpartition(":")
+  if not sep or not name.startswith("alignsurvey/"):
+    raise ValueError(f"{spec!r}: expected tfds:alignsurvey/CONFIG:SPLIT, e.g. "
+                     "tfds:alignsurvey/task4_individual:train")
+  source = tfds_source(name, split, data_dir=data_dir or None, manual_dir=manual_dir or None)
+  return [source[i] for i in range(len(source))]
 
 
 class TrainData:
@@ -38,12 +53,13 @@ class TrainData:
     self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.tokenizer_path)
     if not config.data.train:
       raise ValueError("config.data.train is empty: name the AlignSurvey training file(s)")
+    tfds_dirs = (config.data.tfds_data_dir, config.data.tfds_manual_dir)
     self.train_records = read_records(config.data.train, config.data.lenient,
-                                      config.data.max_records)
+                                      config.data.max_records, tfds_dirs)
     if not self.train_records:
       raise ValueError(f"{config.data.train}: no training records")
     self.eval_records = (read_records(config.data.eval, config.data.lenient,
-                                      config.eval.max_records) if config.data.eval else [])
+                                      config.eval.max_records, tfds_dirs) if config.data.eval else [])
     self.global_batch = int(config.data.batch_size)
     if self.global_batch % jax.process_count():
       raise ValueError(f"data.batch_size={self.global_batch} is not divisible by the "
@@ -56,6 +72,8 @@ class TrainData:
     return PipelineConfig(seq_len=self.seq_len, batch_size=self.global_batch,
                           seed=int(self.config.seed), shuffle=shuffle, num_epochs=epochs,
                           pack=bool(self.config.data.pack), shuffle_options=shuffle_options,
+                          share_prefixes=bool(self.config.data.share_prefixes),
+                          max_group_members=int(self.config.data.max_group_members),
                           process_index=0, process_count=1, drop_remainder=True)
 
   def _total_steps(self) -> int:

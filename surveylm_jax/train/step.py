@@ -43,7 +43,8 @@ class StepFns:
 
   def forward(self, trainable, frozen, batch, *, deterministic: bool, rng=None):
     kwargs = dict(position_ids=batch.get("position_ids"), segment_ids=batch.get("segment_ids"),
-                  attention_mask=batch.get("attention_mask"), deterministic=deterministic)
+                  attention_mask=batch.get("attention_mask"), deterministic=deterministic,
+                  prefix_segment_ids=batch.get("prefix_segment_ids"))
     rngs = {"dropout": rng} if rng is not None and not deterministic else {}
     if self.lora_cfg is None:
       return self.model.apply({"params": trainable}, batch["input_ids"], rngs=rngs, **kwargs)

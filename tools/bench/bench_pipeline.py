@@ -6,9 +6,12 @@
 configs/surveys/gss2018_spending.yaml --out /tmp/gss2018`); without it the codebook is converted in
 memory first. Reports, per sequence length: records, tokens per second through the whole pipeline
 (template, tokenize, mask, pack, batch) and the share of non-pad tokens in the packed rows.
-Whole examples are never split across rows, so the share is capped by how many examples fit in a
-row: with GSS task 4 examples of ~190 tokens, five fit in 1024 (a sixth never does), capping it
-near 5 x 190 / 1024; longer rows (4096) are not capped this way.
+Two packers are measured: first-fit of whole examples (`plain`), capped by how many examples fit
+in a row (GSS task 4 examples are ~190 tokens: five fit in 1024, a sixth never does, so the share
+stays near 5 x 190 / 1024), and shared-prefix packing (`shared_prefix`, `data.share_prefixes`):
+a respondent's background once per row followed by their questions, rows filled in stream order,
+so rows end within one question of full. For it `tokens_per_record` shows the compute per record
+(background counted once per row) and `record_tokens_per_second` the unpacked-equivalent rate.
 """
 from __future__ import annotations
 
@@ -38,18 +41,23 @@ def _records(data_dir: str | None, limit: int | None):
   return records[:limit] if limit else records
 
 
-def run(records, tokenizer, seq_len: int, batch_size: int, num_rows: int) -> dict:
+def run(records, tokenizer, seq_len: int, batch_size: int, num_rows: int, share: bool) -> dict:
   config = gp.PipelineConfig(seq_len=seq_len, batch_size=batch_size, num_packing_rows=num_rows,
-                             process_index=0, process_count=1, drop_remainder=False)
+                             process_index=0, process_count=1, drop_remainder=False,
+                             share_prefixes=share)
   start = time.perf_counter()
   iterator = iter(gp.build_dataset(records, tokenizer, config))
   batches = sum(1 for _ in iterator)
   seconds = time.perf_counter() - start
   counts = gp.pipeline_counts(iterator)
-  return {"seq_len": seq_len, "records": len(records), "batches": batches, "seconds": round(seconds, 2),
-          "tokens_per_second": round(counts["tokens"] / seconds), "examples": counts["examples"],
+  unpacked = counts["tokens"] + counts.get("shared_tokens_saved", 0)
+  return {"packer": "shared_prefix" if share else "plain", "seq_len": seq_len, "records": len(records),
+          "batches": batches, "seconds": round(seconds, 2),
+          "tokens_per_second": round(counts["tokens"] / seconds),
+          "record_tokens_per_second": round(unpacked / seconds), "examples": counts["examples"],
           "truncated": counts["truncated"], "dropped": counts["dropped"], "rows": counts["rows"],
-          "mean_tokens_per_example": round(counts["tokens"] / max(counts["examples"], 1), 1),
+          "mean_tokens_per_example": round(unpacked / max(counts["examples"], 1), 1),
+          "tokens_per_record": round(counts["tokens"] / max(counts["examples"], 1), 1),
           "non_pad_share": round(counts["tokens"] / counts["slots"], 4)}
 
 
@@ -61,11 +69,15 @@ def main():
   parser.add_argument("--batch-size", type=int, default=8)
   parser.add_argument("--packing-rows", type=int, default=16)
   parser.add_argument("--limit", type=int, default=None, help="first N records only")
+  parser.add_argument("--packer", nargs="+", default=["plain", "shared_prefix"],
+                      choices=["plain", "shared_prefix"])
   args = parser.parse_args()
   tokenizer = transformers.AutoTokenizer.from_pretrained(args.model)
   records = _records(args.data, args.limit)
   for seq_len in args.seq_len:
-    print(json.dumps(run(records, tokenizer, seq_len, args.batch_size, args.packing_rows)))
+    for packer in args.packer:
+      print(json.dumps(run(records, tokenizer, seq_len, args.batch_size, args.packing_rows,
+                           packer == "shared_prefix")), flush=True)
 
 
 if __name__ == "__main__":
