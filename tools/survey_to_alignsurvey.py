@@ -9,13 +9,33 @@ Every file written is read back with the project's readers, so what comes out is
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
 from surveylm_jax.data import read_alignsurvey
-from surveylm_jax.data.codebook import load_codebook
+from surveylm_jax.data.codebook import load_codebook, parse_keep
 from surveylm_jax.data.errors import DataError
 from surveylm_jax.data.survey_converter import convert_survey, write_conversion
+
+
+def with_keep(codebook, specs):
+  """The codebook with `--keep COLUMN=CODE,...` applied over its own keep."""
+  keep = dict(codebook.keep)
+  for spec in specs:
+    column, sep, codes = spec.partition("=")
+    if not sep or not column or not codes:
+      raise DataError(f"--keep {spec!r}: expected COLUMN=CODE[,CODE...]", path=codebook.path,
+                      field="keep", reason="bad_argument")
+    keep.update(parse_keep(codebook.path, {column: [_number(c) for c in codes.split(",")]}))
+  return dataclasses.replace(codebook, keep=tuple(keep.items()))
+
+
+def _number(text: str):
+  try:
+    return float(text) if "." in text else int(text)
+  except ValueError:
+    return text
 
 
 def main(argv=None) -> int:
@@ -24,10 +44,16 @@ def main(argv=None) -> int:
   parser.add_argument("--out", required=True, help="output folder")
   parser.add_argument("--lenient", action="store_true",
                       help="count and skip cells with codes outside the codebook instead of failing")
+  parser.add_argument("--keep", action="append", default=[], metavar="COLUMN=CODE[,CODE...]",
+                      help="convert only rows whose COLUMN holds one of the codes (replaces the "
+                           "codebook's keep for that column); repeatable")
   parser.add_argument("--no-verify", action="store_true", help="skip reading the written files back")
   args = parser.parse_args(argv)
   try:
-    conversion = convert_survey(load_codebook(args.codebook), lenient=args.lenient)
+    codebook = load_codebook(args.codebook)
+    if args.keep:
+      codebook = with_keep(codebook, args.keep)
+    conversion = convert_survey(codebook, lenient=args.lenient)
     paths = write_conversion(conversion, args.out)
     if not args.no_verify:
       for path in paths:

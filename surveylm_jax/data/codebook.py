@@ -120,6 +120,7 @@ class Codebook:
   profile: tuple
   history_turns: int
   outputs: tuple
+  keep: tuple = ()                      # ((column, frozenset of codes), ...): rows kept, others counted
 
   def demographic(self, name: str) -> Demographic:
     for d in self.demographics:
@@ -130,6 +131,19 @@ class Codebook:
 
   def resolve(self, relative: str) -> str:
     return relative if os.path.isabs(relative) else os.path.join(os.path.dirname(self.path), relative)
+
+
+def parse_keep(path, keep) -> tuple:
+  """`keep: {column: [code, ...]}`: only rows whose column holds one of the codes are converted."""
+  if not isinstance(keep, dict):
+    raise _err(path, "keep", f"must map a column to a list of codes, got {keep!r}")
+  out = []
+  for column, codes in keep.items():
+    codes = codes if isinstance(codes, (list, tuple)) else [codes]
+    if not codes:
+      raise _err(path, f"keep.{column}", "empty list of codes keeps no row")
+    out.append((str(column), frozenset(code_key(c) for c in codes)))
+  return tuple(out)
 
 
 def _err(path, field, message):
@@ -233,7 +247,8 @@ def load_codebook(path: str | os.PathLike) -> Codebook:
       seed=int(split.get("seed", 0)),
       profile=tuple(split.get("profile") or [d.name for d in demographics if not d.numeric]),
       history_turns=int((spec.get("interview") or {}).get("history_turns", 4)),
-      outputs=tuple(spec.get("outputs") or OUTPUTS))
+      outputs=tuple(spec.get("outputs") or OUTPUTS),
+      keep=parse_keep(path, spec.get("keep") or {}))
   for names_ in codebook.group_by + (codebook.profile,):
     for name in names_:
       if codebook.demographic(name).numeric:

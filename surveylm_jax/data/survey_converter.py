@@ -22,7 +22,8 @@ import os
 import numpy as np
 
 from surveylm_jax.data import survey_prompts as prompts
-from surveylm_jax.data.codebook import Codebook
+from surveylm_jax.data.codebook import Codebook, code_key
+from surveylm_jax.data.errors import DataError
 from surveylm_jax.data.microdata import code_respondents, load_table
 from surveylm_jax.data.records import STANCES
 from surveylm_jax.data.respondent_split import split_by_profile
@@ -175,8 +176,23 @@ def _group_records(codebook, respondents, counts, stance: bool) -> list:
   return records
 
 
+def keep_rows(codebook: Codebook, table):
+  """The rows selected by the codebook's `keep` (all rows without one), and how many were left out."""
+  selected = np.ones(len(table), bool)
+  for column, codes in codebook.keep:
+    if column not in table.columns:
+      raise DataError(f"keep: column {column!r} is not in the source; columns: {list(table.columns)}",
+                      path=codebook.path, field=f"keep.{column}", reason="bad_codebook")
+    selected &= table[column].map(code_key).isin(codes).to_numpy()
+  return table[selected], int((~selected).sum())
+
+
 def convert_survey(codebook: Codebook, lenient: bool = False) -> Conversion:
-  respondents, counts = code_respondents(codebook, load_table(codebook), lenient)
+  table, left_out = keep_rows(codebook, load_table(codebook))
+  if not len(table):
+    raise DataError(f"keep {dict(codebook.keep)} selects no row", path=codebook.path, field="keep",
+                    reason="bad_codebook")
+  respondents, counts = code_respondents(codebook, table, lenient)
   assignment = split_by_profile(respondents, codebook.profile, codebook.test_fraction, codebook.seed)
   by_split = {s: [r for r in respondents if assignment[r.respondent_id] == s] for s in SPLITS}
   files = {}
@@ -195,6 +211,8 @@ def convert_survey(codebook: Codebook, lenient: bool = False) -> Conversion:
   if "foundation_quan" in codebook.outputs:
     files["foundation_quan/train.json"] = _survey_records(codebook, by_split["train"], with_letter=False)
   report = {"codebook": codebook.path, "respondents": len(respondents),
+            "rows_left_out_by_keep": left_out,
+            "keep": {c: sorted(map(str, v)) for c, v in codebook.keep},
             "respondents_per_split": {s: len(by_split[s]) for s in SPLITS},
             "records_per_file": {k: len(v) for k, v in sorted(files.items())},
             "counts": dict(sorted(counts.items()))}

@@ -88,6 +88,25 @@ def test_unknown_code_in_microdata_is_an_error_or_a_counted_skip(tmp_path):
   assert conversion.report["counts"]["unknown_code:q_trust"] == 1
 
 
+def test_keep_selects_rows_and_counts_the_rest(tmp_path):
+  table = pd.read_csv(os.path.join(HERE, "fixtures", "survey_small.csv"))
+  expected = int((table["gender"] == 2).sum())
+  assert 0 < expected < len(table)
+  assert survey_to_alignsurvey.main(["--codebook", SMALL, "--out", str(tmp_path), "--keep",
+                                     "gender=2", "--keep", "wave=2021,2022"]) == 0
+  report = json.load(open(tmp_path / "conversion_report.json"))
+  assert report["respondents"] == expected and report["rows_left_out_by_keep"] == len(table) - expected
+  assert report["keep"] == {"gender": ["2"], "wave": ["2021", "2022"]}
+  records = json.load(open(tmp_path / "task4/individual/train.json", encoding="utf-8"))
+  assert records and all(r["profile"]["性别"] == "女" for r in records)
+  with pytest.raises(data.DataError, match="keep: column 'nowhere' is not in the source"):
+    convert_survey(survey_to_alignsurvey.with_keep(load_codebook(SMALL), ["nowhere=1"]))
+  with pytest.raises(data.DataError, match="selects no row"):
+    convert_survey(survey_to_alignsurvey.with_keep(load_codebook(SMALL), ["wave=1800"]))
+  with pytest.raises(data.DataError, match="expected COLUMN=CODE"):
+    survey_to_alignsurvey.with_keep(load_codebook(SMALL), ["wave"])
+
+
 @pytest.fixture(scope="module")
 def gss_conversion():
   return load_codebook(GSS), convert_survey(load_codebook(GSS))

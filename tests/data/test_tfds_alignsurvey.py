@@ -2,6 +2,8 @@
 import os
 import shutil
 
+import pytest
+
 from surveylm_jax import data
 from surveylm_jax.data import grain_pipeline as gp
 from surveylm_jax.data.sources import InMemorySource, tfds_source
@@ -28,3 +30,16 @@ def test_tfds_array_record_source_equals_json_records(tmp_path, smollm2_tokenize
       seq_len=1024, batch_size=1, process_index=0, process_count=1, drop_remainder=False)))
   assert sum(int(b["segment_ids"].max()) for b in batches) == 3
   assert isinstance(source[0], data.SurveyResponseRecord)
+
+
+def test_training_reads_a_tfds_source_by_name(tmp_path):
+  from surveylm_jax.train.data import read_records
+  manual = tmp_path / "manual"
+  (manual / "task4" / "individual").mkdir(parents=True)
+  shutil.copy(os.path.join(FIXTURES, "task4_mixed.json"), manual / "task4" / "individual" / "train.json")
+  got = read_records("tfds:alignsurvey/task4_individual:train", False, -1,
+                     (str(tmp_path / "tfds"), str(manual)))
+  direct = data.read_alignsurvey(manual / "task4" / "individual" / "train.json")
+  assert sorted(got, key=lambda r: r.source.index) == list(direct)
+  with pytest.raises(ValueError, match="expected tfds:alignsurvey/CONFIG:SPLIT"):
+    read_records("tfds:task4_individual", False, -1, ("", ""))
