@@ -30,12 +30,16 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Data.
   c.data = ml_collections.ConfigDict()
-  c.data.train = ""                      # AlignSurvey JSON/JSONL file(s), comma separated
+  c.data.train = ""                      # AlignSurvey JSON/JSONL file(s) or tfds:alignsurvey/CONFIG:SPLIT, comma separated
   c.data.eval = ""
+  c.data.tfds_manual_dir = ""            # the AlignSurvey release's JSON folder (for tfds: sources)
+  c.data.tfds_data_dir = ""              # where TFDS writes the ArrayRecord build (default ~/tensorflow_datasets)
   c.data.lenient = False
   c.data.seq_len = 512
   c.data.batch_size = 8                  # global batch (rows)
   c.data.pack = True
+  c.data.share_prefixes = False          # pack a respondent's background once for many questions
+  c.data.max_group_members = 0           # > 0: at most this many questions share one packed background
   c.data.shuffle_options = False         # option-order augmentation for training
   c.data.max_records = -1                # -1 = all
 
@@ -91,8 +95,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.baselines = ("uniform", "majority", "marginal", "logreg")
   c.eval.train_data = ""                 # task-4 training records the baselines fit on
   c.eval.max_respondents = -1            # > 0: a seeded sample of test respondents (all their records)
+  c.eval.group_prompts = True            # also score the group-prompt records directly
   c.eval.adapter = ""                    # a PEFT adapter folder merged into the model for eval
-  c.eval.prefix_reuse = True             # option scoring reuses shared prompt prefixes' KV cache
+  c.eval.prefix_reuse = True             # option scoring packs each shared prompt prefix once per row
+  c.eval.pack_length = 512               # tokens per shared-prefix packed row (scoring)
+  c.eval.pack_rows = 4                   # packed rows per forward pass (scoring)
   c.eval.length_step = 16                # scoring pads lengths to multiples of this (few compiles)
   c.eval.max_new_tokens = 16             # generate read-out
   c.eval.max_new_tokens_text = 96        # tasks 1-3 (free text / JSON answers, always generated)

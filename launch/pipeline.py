@@ -2,19 +2,12 @@
 
 python -m launch.pipeline --config=configs/pipeline_tiny.py --workdir=runs/pipeline_tiny
 
-The config is a full experiment config whose `stage1` / `stage2` sections hold the fields that
-differ per stage (nested like the config itself). Stage II always starts from Stage I's adapter
-(`lora.stacking`: continue | merge_then_fresh). Evaluation runs when `config.eval.data` is set.
-Each stage writes WORKDIR/stageN/{metrics.jsonl, checkpoints/, adapter/}.
+See `surveylm_jax.train.two_stage` for the config layout (`stage1` / `stage2` sections).
 """
-import copy
-import os
-
-import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from surveylm_jax.train import loop
+from surveylm_jax.train import two_stage
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pipeline config file.",
                                           lock_config=True)
@@ -22,49 +15,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Root folder of the stages.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _apply(target: ml_collections.ConfigDict, changes: ml_collections.ConfigDict, where: str):
-  for key, value in changes.items():
-    if key not in target:
-      raise KeyError(f"{where}.{key}: not a config field; valid: {', '.join(sorted(target))}")
-    if isinstance(value, ml_collections.ConfigDict) and isinstance(target[key],
-                                                                   ml_collections.ConfigDict):
-      _apply(target[key], value, f"{where}.{key}")
-    else:
-      target[key] = value
-
-
-def stage_config(config, name: str) -> ml_collections.ConfigDict:
-  """The base experiment config with the stage's section applied (stage sections removed)."""
-  out = ml_collections.ConfigDict(copy.deepcopy(config.to_dict()))
-  for stage in ("stage1", "stage2"):
-    del out[stage]
-  _apply(out, config[name], name)
-  return out
-
-
-def run(config, workdir: str) -> dict:
-  stage1_dir, stage2_dir = os.path.join(workdir, "stage1"), os.path.join(workdir, "stage2")
-  s1 = stage_config(config, "stage1")
-  print(f"== Stage I: {s1.data.train}", flush=True)
-  loop.train_and_evaluate(s1, stage1_dir)
-  s2 = stage_config(config, "stage2")
-  s2.lora.init_from = os.path.join(stage1_dir, "adapter")
-  print(f"== Stage II ({s2.lora.stacking} from {s2.lora.init_from}): {s2.data.train}", flush=True)
-  metrics = loop.train_and_evaluate(s2, stage2_dir)
-  if s2.eval.data:
-    from surveylm_jax.eval import runner
-    s2.eval.adapter = os.path.join(stage2_dir, "adapter")
-    if s2.lora.stacking == "merge_then_fresh":
-      s2.model.path = os.path.join(stage2_dir, "merged_base")
-    print("== Evaluation", flush=True)
-    metrics["eval"] = runner.evaluate(s2, stage2_dir)
-  return metrics
-
-
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  run(_CONFIG.value, _WORKDIR.value)
+  two_stage.run(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

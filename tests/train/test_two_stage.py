@@ -7,7 +7,7 @@ import numpy as np
 from absl import logging
 
 from configs import pipeline_tiny
-from launch import pipeline
+from surveylm_jax.train import two_stage
 from surveylm_jax.models.safetensors_io import SafetensorsFile
 
 
@@ -31,7 +31,7 @@ def _config(train, test, stacking):
 
 def test_stage2_continues_the_stage1_adapter(tmp_path, task4_files):
   logging.set_verbosity(logging.WARNING)
-  pipeline.run(_config(task4_files[0], task4_files[1], "continue"), str(tmp_path))
+  two_stage.run(_config(task4_files[0], task4_files[1], "continue"), str(tmp_path))
   s1, s2 = _start(tmp_path / "stage1"), _start(tmp_path / "stage2")
   assert s1["init_from"] == "fresh" and s1["init_lora_b_norm"] == 0.0
   assert s2["init_from"] == str(tmp_path / "stage1" / "adapter")
@@ -47,7 +47,7 @@ def test_stage2_continues_the_stage1_adapter(tmp_path, task4_files):
 
 def test_merge_then_fresh_starts_a_new_adapter_on_merged_base(tmp_path, task4_files):
   logging.set_verbosity(logging.WARNING)
-  pipeline.run(_config(task4_files[0], task4_files[1], "merge_then_fresh"), str(tmp_path))
+  two_stage.run(_config(task4_files[0], task4_files[1], "merge_then_fresh"), str(tmp_path))
   s2 = _start(tmp_path / "stage2")
   assert s2["init_lora_b_norm"] == 0.0
   assert os.path.exists(tmp_path / "stage2" / "merged_base" / "config.json")
