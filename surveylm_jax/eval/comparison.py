@@ -112,7 +112,7 @@ def _plot_training(curves: dict, path: str):
   for ax, (name, points) in zip(axes.flat, curves.items()):
     for key in ("loss", "token_ce", "option_kl"):
       xs = [p["step"] for p in points if key in p]
-      if xs:
+      if xs and any(p[key] for p in points if key in p):  # a loss with no terms here stays off
         ax.plot(xs, [p[key] for p in points if key in p], marker="o", ms=3, label=key)
     ax.set_title(name, fontsize=9)
     ax.set_xlabel("step")
