@@ -61,15 +61,21 @@ class _ShuffleOptions(grain.transforms.RandomMap):
     return shuffle_options(record, rng)
 
 
-def record_dataset(records, config: PipelineConfig) -> grain.MapDataset:
-  """This process's records, in the seeded order, repeated and option-shuffled as configured."""
+def _ordered(items, config: PipelineConfig) -> grain.MapDataset:
+  """This process's share of `items`, in the seeded order, repeated as configured."""
   index, count = _process(config)
-  ds = grain.MapDataset.source(records)
+  ds = grain.MapDataset.source(items)
   if config.shuffle:
     ds = ds.shuffle(seed=config.seed)
   ds = ds[index::count]
   if config.num_epochs != 1:
     ds = ds.repeat(config.num_epochs)
+  return ds
+
+
+def record_dataset(records, config: PipelineConfig) -> grain.MapDataset:
+  """This process's records, in the seeded order, repeated and option-shuffled as configured."""
+  ds = _ordered(records, config)
   if config.shuffle_options:
     ds = ds.random_map(_ShuffleOptions(), seed=config.seed + 1)
   return ds
@@ -87,20 +93,13 @@ def _chunks(items: list, size: int) -> list:
 def group_dataset(records, config: PipelineConfig) -> grain.MapDataset:
   """Like `record_dataset` over groups of records that share a prompt prefix (reads every record
   once to find the groups): this process's groups, in the seeded order, each a list of records."""
-  index, count = _process(config)
   groups = group_by_prefix(records)
   if config.max_group_members > 0:
     rng = np.random.default_rng(config.seed)
     groups = [chunk for g in groups
               for chunk in _chunks(list(rng.permutation(g)) if config.shuffle else g,
                                    config.max_group_members)]
-  ds = grain.MapDataset.source(groups)
-  if config.shuffle:
-    ds = ds.shuffle(seed=config.seed)
-  ds = ds[index::count]
-  if config.num_epochs != 1:
-    ds = ds.repeat(config.num_epochs)
-  ds = ds.map(lambda indices: [records[i] for i in indices])
+  ds = _ordered(groups, config).map(lambda indices: [records[i] for i in indices])
   if config.shuffle_options:
     ds = ds.random_map(_ShuffleGroupOptions(), seed=config.seed + 1)
   return ds

@@ -1,5 +1,4 @@
 """Grain pipeline: loss masks, truncation, packing (checked with the model), state, sharding."""
-import json
 import os
 
 import numpy as np
@@ -7,6 +6,7 @@ import pytest
 
 from surveylm_jax import data
 from surveylm_jax.data import grain_pipeline as gp
+from tests.data.pipeline_checks import assert_resumes_at_the_same_element
 from surveylm_jax.data.chat_format import ELLIPSIS, ChatTemplateTokenizer
 from surveylm_jax.data.json_io import RawRecord
 from surveylm_jax.data.task_parsers import parse_survey_response
@@ -148,18 +148,7 @@ def test_iterator_state_restores_at_the_same_element(smollm2_tokenizer):
   config = gp.PipelineConfig(seq_len=512, batch_size=2, seed=7, num_epochs=2, shuffle_options=True,
                              process_index=0, process_count=1)
   ds = gp.build_dataset(records, smollm2_tokenizer, config)
-  it = iter(ds)
-  for _ in range(3):
-    next(it)
-  state = json.loads(json.dumps(it.get_state()))  # what a checkpoint stores
-  expected = [next(it) for _ in range(4)]
-  resumed = iter(ds)
-  resumed.set_state(state)
-  for want in expected:
-    got = next(resumed)
-    for key in want:
-      np.testing.assert_array_equal(got[key], want[key])
-  assert gp.pipeline_counts(resumed) == gp.pipeline_counts(it)
+  assert_resumes_at_the_same_element(ds)
 
 
 def test_process_shards_are_disjoint_and_cover_the_data():

@@ -1,6 +1,5 @@
 """Shared-prefix packing: same per-token log-probs as unpacked examples, exact masks, restorable
 state, fuller rows than first-fit."""
-import json
 import os
 
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 
 from surveylm_jax import data
 from surveylm_jax.data import grain_pipeline as gp
+from tests.data.pipeline_checks import assert_resumes_at_the_same_element
 from surveylm_jax.data.chat_format import ChatTemplateTokenizer
 from surveylm_jax.data.codebook import load_codebook
 from surveylm_jax.data.prefix_packing import GroupTokenizer, group_by_prefix, prefix_key
@@ -127,18 +127,7 @@ def test_shared_prefix_rows_give_the_unpacked_log_probs(respondents, smollm2_tok
 def test_prefix_packing_state_restores(respondents, smollm2_tokenizer):
   config = _config(seq_len=384, num_epochs=2, shuffle_options=True, drop_remainder=True)
   ds = gp.build_dataset(respondents, smollm2_tokenizer, config)
-  it = iter(ds)
-  for _ in range(3):
-    next(it)
-  state = json.loads(json.dumps(it.get_state()))
-  expected = [next(it) for _ in range(4)]
-  resumed = iter(ds)
-  resumed.set_state(state)
-  for want in expected:
-    got = next(resumed)
-    for key in want:
-      np.testing.assert_array_equal(got[key], want[key])
-  assert gp.pipeline_counts(resumed) == gp.pipeline_counts(it)
+  assert_resumes_at_the_same_element(ds)
 
 
 def test_share_prefixes_needs_packing(respondents, smollm2_tokenizer):
