@@ -41,6 +41,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.share_prefixes = False          # pack a respondent's background once for many questions
   c.data.max_group_members = 0           # > 0: at most this many questions share one packed background
   c.data.shuffle_options = False         # option-order augmentation for training
+  c.data.group_answers = "text"          # group records: text (token loss on the shares) | distribution
+                                         # (no token loss; the shares as the option losses' target)
   c.data.max_records = -1                # -1 = all
 
   # Training.

@@ -8,9 +8,13 @@ Prompt and completion are tokenized separately and concatenated, which is how a 
 at inference (prompt first, then generated tokens), so no token straddles the boundary.
 
 Survey-response records whose answer starts with its option letter also carry an answer slot:
-`option_ids` (the token of each option letter, in the listed order) and `option_target` (one-hot
-on the answer), so the option losses and validation option accuracy can read the model's
-distribution over the letters at the position that predicts the answer's first token.
+`option_ids` (the token of each option letter, in the listed order), `option_target` (one-hot
+on the answer) and `option_position` (the position whose logits predict the answer's first
+token), so the option losses and validation option accuracy can read the model's distribution
+over the letters there. Group records are trained one of two ways (`group_answers`): "text"
+(token loss on the written shares, "A. option: 40.0%" lines) or "distribution" (no token loss;
+an answer slot whose target is the group's shares, so the option losses teach the letter
+distribution at the start of the answer to match the group).
 
 Truncation keeps the question, options and answer: when a rendered example is longer than
 `max_len`, characters are cut from the start of the record's `cut_spans` (oldest history first,
@@ -22,7 +26,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from surveylm_jax.data.records import SurveyResponseRecord
+from surveylm_jax.data.records import GroupDistributionRecord, SurveyResponseRecord
+
+GROUP_ANSWERS = ("text", "distribution")
 
 ELLIPSIS = "…"
 
@@ -30,8 +36,10 @@ ELLIPSIS = "…"
 class ChatTemplateTokenizer:
   """Callable record -> {'input_ids', 'loss_mask', 'truncated'} (int32 arrays) or None if dropped."""
 
-  def __init__(self, tokenizer, max_len: int):
-    self.tokenizer, self.max_len = tokenizer, max_len
+  def __init__(self, tokenizer, max_len: int, group_answers: str = "text"):
+    if group_answers not in GROUP_ANSWERS:
+      raise ValueError(f"unknown group_answers {group_answers!r}; valid: {list(GROUP_ANSWERS)}")
+    self.tokenizer, self.max_len, self.group_answers = tokenizer, max_len, group_answers
     self.eos_id = tokenizer.eos_token_id
 
   def render(self, user_text: str, answer: str) -> tuple[str, str]:
@@ -79,21 +87,36 @@ class ChatTemplateTokenizer:
       truncated = True
     example = {"input_ids": np.asarray(ids, np.int32), "loss_mask": np.asarray(mask, np.int32),
                "truncated": np.int32(truncated)}
-    example.update(self.answer_slot(record, example))
+    if isinstance(record, GroupDistributionRecord) and self.group_answers == "distribution":
+      example.update(self.distribution_slot(record, example))
+      example["loss_mask"] = np.zeros_like(example["loss_mask"])
+    else:
+      example.update(self.answer_slot(record, example))
     return example
+
+  def _slot(self, record, example, first_letter_index: int, target) -> dict:
+    letter_ids = [self._ids(option.letter) for option in record.options]
+    first_answer = int(np.argmax(example["loss_mask"]))
+    # The letter must be exactly the first answer token, or the slot would read the wrong logit.
+    if (any(len(t) != 1 for t in letter_ids)
+        or letter_ids[first_letter_index][0] != example["input_ids"][first_answer]):
+      return {}
+    return {"option_ids": np.asarray([t[0] for t in letter_ids], np.int32),
+            "option_target": np.asarray(target, np.float32),
+            "option_position": np.int32(first_answer - 1)}
 
   def answer_slot(self, record, example) -> dict:
     """Letter token ids and one-hot target of a lettered survey answer ({} when not one)."""
     if not (isinstance(record, SurveyResponseRecord) and record.options
             and record.output_style in ("letter_text", "letter") and record.target_index >= 0):
       return {}
-    letter_ids = [self._ids(option.letter) for option in record.options]
-    first_answer = int(np.argmax(example["loss_mask"]))
-    # The letter must be exactly the first answer token, or the slot would read the wrong logit.
-    if (any(len(t) != 1 for t in letter_ids)
-        or letter_ids[record.target_index][0] != example["input_ids"][first_answer]):
-      return {}
-    target = np.zeros(len(letter_ids), np.float32)
+    target = np.zeros(len(record.options), np.float32)
     target[record.target_index] = 1.0
-    return {"option_ids": np.asarray([t[0] for t in letter_ids], np.int32),
-            "option_target": target}
+    return self._slot(record, example, record.target_index, target)
+
+  def distribution_slot(self, record, example) -> dict:
+    """A group's shares as the soft target at the start of its answer ({} when the answer does
+    not start with the first option's letter)."""
+    if not record.options or len(record.distribution) != len(record.options):
+      return {}
+    return self._slot(record, example, 0, record.distribution)

@@ -85,7 +85,7 @@ def assemble_blocks(blocks, seq_len: int, counts=None) -> dict:
       if "option_ids" in ex:
         k = len(ex["option_ids"])
         if slot < MAX_OPTION_SLOTS and k <= MAX_OPTIONS:
-          row["option_positions"][slot] = at + int(np.argmax(ex["loss_mask"])) - 1
+          row["option_positions"][slot] = at + int(ex["option_position"])
           row["option_token_ids"][slot, :k] = ex["option_ids"]
           row["option_mask"][slot, :k] = 1
           row["option_targets"][slot, :k] = ex["option_target"]

@@ -58,8 +58,8 @@ class GroupTokenizer:
   """Callable [records of one group] -> {'prefix': ids, 'members': [examples]} (members as
   `ChatTemplateTokenizer` examples without the prefix), plus the group's drop/truncation counts."""
 
-  def __init__(self, tokenizer, max_len: int):
-    self.encode = ChatTemplateTokenizer(tokenizer, max_len)
+  def __init__(self, tokenizer, max_len: int, group_answers: str = "text"):
+    self.encode = ChatTemplateTokenizer(tokenizer, max_len, group_answers)
 
   def __call__(self, records) -> dict:
     examples = [self.encode(r) for r in records]
@@ -67,9 +67,10 @@ class GroupTokenizer:
     out = {"prefix": np.zeros(0, np.int32), "members": kept, "dropped": len(examples) - len(kept)}
     if len(kept) < 2:
       return out
-    # The prefix must end before every member's first trained token (and leave each member at
-    # least one token), so no loss term moves into the prefix.
+    # The prefix must end before every member's first trained token and answer slot (and leave
+    # each member at least one token), so no loss term moves into the prefix.
     limit = min(min(int(np.argmax(e["loss_mask"])) if e["loss_mask"].any() else len(e["input_ids"]),
+                    int(e.get("option_position", len(e["input_ids"]))),
                     len(e["input_ids"]) - 1) for e in kept)
     n = min(_common_prefix([e["input_ids"] for e in kept]), limit)
     if n < 1:
@@ -82,6 +83,8 @@ class GroupTokenizer:
 def _drop_front(example: dict, n: int) -> dict:
   out = dict(example)
   out["input_ids"], out["loss_mask"] = example["input_ids"][n:], example["loss_mask"][n:]
+  if "option_position" in example:
+    out["option_position"] = np.int32(example["option_position"] - n)
   return out
 
 

@@ -74,6 +74,7 @@ class TrainData:
                           pack=bool(self.config.data.pack), shuffle_options=shuffle_options,
                           share_prefixes=bool(self.config.data.share_prefixes),
                           max_group_members=int(self.config.data.max_group_members),
+                          group_answers=str(self.config.data.group_answers),
                           process_index=0, process_count=1, drop_remainder=True)
 
   def _total_steps(self) -> int:

@@ -31,3 +31,39 @@ def test_slots_point_at_the_answer_letter(tmp_path, smollm2_tokenizer):
         seen += 1
   assert seen == len(records)
   assert pipeline_counts(it)["option_slots"] == len(records)
+
+
+def test_group_records_can_train_their_shares_as_slot_targets(smollm2_tokenizer):
+  """group_answers="distribution": no token loss on a group record, one slot whose soft target
+  is the group's shares, at the position that predicts the answer's first letter; with and
+  without shared-prefix packing (the small survey's group records share group profiles)."""
+  import os
+  import tempfile
+
+  from surveylm_jax.data.codebook import load_codebook
+  from surveylm_jax.data.survey_converter import convert_survey, write_conversion
+  out = tempfile.mkdtemp()
+  write_conversion(convert_survey(load_codebook(os.path.join(
+      os.path.dirname(__file__), "fixtures", "codebook_small_zh.yaml"))), out)
+  records = list(read_alignsurvey(os.path.join(out, "task4/group/train.json")))
+  shares = sorted(tuple(np.round(np.asarray(r.distribution, np.float32), 4).tolist()) for r in records)
+  for share in (False, True):
+    config = PipelineConfig(seq_len=1024, batch_size=1, shuffle=False, process_index=0,
+                            process_count=1, drop_remainder=False, share_prefixes=share,
+                            group_answers="distribution")
+    it = iter(build_dataset(records, smollm2_tokenizer, config))
+    got = []
+    for batch in it:
+      assert batch["loss_mask"].sum() == 0
+      for s in np.flatnonzero(batch["option_positions"][0] >= 0):
+        pos, k = batch["option_positions"][0, s], batch["option_mask"][0, s].sum()
+        assert batch["targets"][0, pos] == batch["option_token_ids"][0, s, 0]  # "A" starts the answer
+        got.append(tuple(np.round(batch["option_targets"][0, s, :k], 4).tolist()))
+    assert sorted(got) == shares
+    counts = pipeline_counts(it)
+    assert counts["option_slots"] == len(records)
+    assert (counts.get("shared_tokens_saved", 0) > 0) == share
+  text = iter(build_dataset(records, smollm2_tokenizer, PipelineConfig(
+      seq_len=1024, batch_size=1, shuffle=False, process_index=0, process_count=1,
+      drop_remainder=False)))
+  assert sum(int(b["loss_mask"].sum()) for b in text) > 0 and pipeline_counts(text)["option_slots"] == 0
