@@ -45,11 +45,13 @@ def group_by_prefix(records) -> list[list[int]]:
   return list(groups.values())
 
 
-def _common_prefix(seqs) -> int:
-  n = min(len(s) for s in seqs)
+def common_prefix_length(seqs) -> int:
+  """Length of the longest token prefix shared by all sequences."""
+  seqs = [np.asarray(q) for q in seqs]
+  n = min(len(q) for q in seqs)
   first = seqs[0]
-  for s in seqs[1:]:
-    diff = np.nonzero(first[:n] != s[:n])[0]
+  for q in seqs[1:]:
+    diff = np.nonzero(first[:n] != q[:n])[0]
     n = int(diff[0]) if len(diff) else n
   return n
 
@@ -72,7 +74,7 @@ class GroupTokenizer:
     limit = min(min(int(np.argmax(e["loss_mask"])) if e["loss_mask"].any() else len(e["input_ids"]),
                     int(e.get("option_position", len(e["input_ids"]))),
                     len(e["input_ids"]) - 1) for e in kept)
-    n = min(_common_prefix([e["input_ids"] for e in kept]), limit)
+    n = min(common_prefix_length([e["input_ids"] for e in kept]), limit)
     if n < 1:
       return out
     out["prefix"] = kept[0]["input_ids"][:n]

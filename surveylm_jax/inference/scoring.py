@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from surveylm_jax.data.prefix_packing import common_prefix_length
 from surveylm_jax.models.transformer import Transformer
 
 LETTER_VARIANTS = ("{}", " {}")   # "A" right after the assistant header, or " A" after a space
@@ -145,17 +146,6 @@ def _to_scores(log_probs: np.ndarray, k: int) -> OptionScores:
   return OptionScores(probs=probs, option_mass=mass, log_probs=log_probs)
 
 
-def _common_prefix_len(seqs) -> int:
-  first = seqs[0]
-  n = min(len(s) for s in seqs)
-  for s in seqs[1:]:
-    i = 0
-    while i < n and s[i] == first[i]:
-      i += 1
-    n = i
-  return n
-
-
 @dataclasses.dataclass
 class _Group:
   prefix: list
@@ -170,7 +160,7 @@ def _make_groups(prompt_ids, prefix_keys):
   for members in by_key.values():
     seqs = [prompt_ids[i] for i in members]
     # Every member keeps >= 1 own token: the answer is read at its last token.
-    n = min(_common_prefix_len(seqs), min(len(s) for s in seqs) - 1)
+    n = min(common_prefix_length(seqs), min(len(s) for s in seqs) - 1)
     if n < 1:  # nothing shared: each prompt is its own group, all but its last token as prefix
       groups.extend(_Group(list(prompt_ids[i][:-1]), [(i, list(prompt_ids[i][-1:]))]) for i in members)
       continue
