@@ -27,6 +27,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.lora.targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
   c.lora.init_from = ""                  # a PEFT adapter folder to start from (Stage I adapter)
   c.lora.stacking = "continue"           # continue | merge_then_fresh
+  c.lora.train_top_layers = 0            # > 0: only the top N layers' adapters train; the layers
+                                         # below run forward only (no backward pass through them)
 
   # Data.
   c.data = ml_collections.ConfigDict()
@@ -55,6 +57,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.grad_clip = 1.0
   c.train.adam_eps = 1e-8
   c.train.microbatches = 1
+  c.train.loss_positions = 0             # > 0: logits only at this many loss-read positions per row
   c.train.full_finetune = False
   c.train.log_every = 10
   c.train.eval_every = 0                 # 0 = only at the end

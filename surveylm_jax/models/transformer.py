@@ -168,7 +168,13 @@ class Transformer(nn.Module):
   @nn.compact
   def __call__(self, input_ids, attention_mask=None, position_ids=None, segment_ids=None,
                decode: bool = False, deterministic: bool = True, return_hidden: bool = False,
-               prefix_segment_ids=None):
+               prefix_segment_ids=None, residual_in=None, return_residual: bool = False,
+               logit_positions=None):
+    """`residual_in` [B, T, E] replaces the token embeddings (the residual stream handed over by
+    the layers below, see `models.layer_split`); `return_residual` stops after the layers, before
+    the final norm. `return_hidden` returns the normed hidden states instead of logits.
+    `logit_positions` [B, R] computes logits at those positions only ([B, R, V]): the vocabulary
+    projection is a large share of a small model's step, and a loss may read few positions."""
     cfg = self.config
     batch, length = input_ids.shape
     if prefix_segment_ids is not None and (segment_ids is None or position_ids is None):
@@ -182,7 +188,7 @@ class Transformer(nn.Module):
                      embedding_init=nn.with_logical_partitioning(
                          nn.initializers.normal(stddev=0.02), ("vocab", "embed")),
                      name="embed_tokens")
-    x = embed(input_ids).astype(compute)
+    x = embed(input_ids).astype(compute) if residual_in is None else residual_in.astype(compute)
     x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
 
     if position_ids is None:
@@ -215,9 +221,13 @@ class Transformer(nn.Module):
     x, _ = stack(cfg, decode=decode, lora_scale=self.lora_scale, lora_dropout=self.lora_dropout,
                  deterministic=deterministic, name="layers")(
                      x, windows, position_ids, attention_mask, segment_ids, prefix_segment_ids)
+    if return_residual:
+      return x
     x = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype, name="norm")(x)
     if return_hidden:
       return x
+    if logit_positions is not None:
+      x = jnp.take_along_axis(x, logit_positions[..., None], axis=1)
     if cfg.tie_word_embeddings:
       kernel = embed.embedding.T
     else:

@@ -19,7 +19,7 @@ import optax
 
 from surveylm_jax import lora as lora_lib
 from surveylm_jax import models, sharding
-from surveylm_jax.train import checkpointing, setup
+from surveylm_jax.train import checkpointing, loss_positions, setup
 from surveylm_jax.train import data as train_data
 from surveylm_jax.train.metrics_log import MetricsLogger
 from surveylm_jax.train.step import init_state
@@ -107,7 +107,10 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
     final: Dict[str, float] = {}
     try:
       while step < total_steps:
-        batch = sharding.shard_host_batch(data.local_rows(next(train_iter)), mesh)
+        batch = data.local_rows(next(train_iter))
+        if fns.loss_positions:
+          loss_positions.check_rows(batch, fns.loss_positions, where=f"train batch {step + 1}")
+        batch = sharding.shard_host_batch(batch, mesh)
         state, metrics = train_step(state, frozen, batch, rng)
         step += 1
         host = _host_metrics(metrics)
@@ -158,9 +161,11 @@ def evaluate(data: "train_data.TrainData", eval_step, trainable, frozen, mesh,
   if not batches:
     return None
   sums: Dict[str, float] = {}
-  for raw in batches:
-    out = _host_metrics(eval_step(trainable, frozen, sharding.shard_host_batch(
-        data.local_rows(raw), mesh)))
+  for i, raw in enumerate(batches):
+    rows = data.local_rows(raw)
+    if config.train.loss_positions:
+      loss_positions.check_rows(rows, config.train.loss_positions, where=f"eval batch {i + 1}")
+    out = _host_metrics(eval_step(trainable, frozen, sharding.shard_host_batch(rows, mesh)))
     for k, v in out.items():
       sums[k] = sums.get(k, 0.0) + v
   result = {"loss": sums["loss"] / len(batches), "batches": float(len(batches))}

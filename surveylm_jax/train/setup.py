@@ -60,12 +60,29 @@ def lora_shardings(model, lora_params_shape, mesh, rules):
   return sharding.logical_to_sharding(axes, mesh, rules)
 
 
+def split_layer(config, model: models.Transformer) -> int:
+  """First layer whose adapters train (`lora.train_top_layers`); 0 = all layers train."""
+  top = int(config.lora.train_top_layers)
+  layers = model.config.num_hidden_layers
+  if top == 0 or top == layers:
+    return 0
+  if config.train.full_finetune or not config.lora.enabled:
+    raise ValueError("lora.train_top_layers applies to LoRA training; it is "
+                     f"{top} with full fine-tuning")
+  if not 0 < top < layers:
+    raise ValueError(f"lora.train_top_layers={top} must be in 0..{layers} for this "
+                     f"{layers}-layer model (0 = every layer)")
+  return layers - top
+
+
 def make_step_fns(config, model: models.Transformer, total_steps: int) -> StepFns:
   optimizer, schedule = optimizer_lib.make_optimizer(config.train, total_steps)
   return StepFns(model=model, lora_cfg=lora_config(config),
                  loss_fn=losses.combined_loss(dict(config.loss.to_dict())),
                  optimizer=optimizer, schedule=schedule,
-                 microbatches=int(config.train.microbatches))
+                 microbatches=int(config.train.microbatches),
+                 split_layer=split_layer(config, model),
+                 loss_positions=int(config.train.loss_positions))
 
 
 def state_shardings(fns: StepFns, trainable_shardings, abstract_trainable, mesh):

@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import optax
 
 from surveylm_jax import lora as lora_lib
+from surveylm_jax.models import layer_split
 from surveylm_jax.models.transformer import Transformer
+from surveylm_jax.train import loss_positions as loss_positions_lib
 from surveylm_jax.train.losses import option_distribution
 
 
@@ -40,17 +42,32 @@ class StepFns:
   optimizer: Any
   schedule: Callable
   microbatches: int = 1
+  # > 0: layers below this index run forward only (their adapters are not trained), so the
+  # backward pass stops there (`lora.train_top_layers`).
+  split_layer: int = 0
+  # > 0: logits only at this many positions per row that a loss reads (`train.loss_positions`).
+  loss_positions: int = 0
 
   def forward(self, trainable, frozen, batch, *, deterministic: bool, rng=None):
+    """(logits, batch the losses read). With `loss_positions` the logits are [B, R, V] and the
+    batch is re-indexed to those R positions; otherwise both are as given."""
     kwargs = dict(position_ids=batch.get("position_ids"), segment_ids=batch.get("segment_ids"),
                   attention_mask=batch.get("attention_mask"), deterministic=deterministic,
                   prefix_segment_ids=batch.get("prefix_segment_ids"))
+    if self.loss_positions:
+      kwargs["logit_positions"], batch = loss_positions_lib.select(batch, self.loss_positions)
     rngs = {"dropout": rng} if rng is not None and not deterministic else {}
     if self.lora_cfg is None:
-      return self.model.apply({"params": trainable}, batch["input_ids"], rngs=rngs, **kwargs)
-    model = lora_lib.lora_model(self.model, self.lora_cfg)
-    return model.apply({"params": frozen, "lora": trainable}, batch["input_ids"], rngs=rngs,
-                       **kwargs)
+      model, variables = self.model, {"params": trainable}
+    else:
+      model = lora_lib.lora_model(self.model, self.lora_cfg)
+      variables = {"params": frozen, "lora": trainable}
+    if self.split_layer:
+      logits = layer_split.apply_split(model, variables, batch["input_ids"],
+                                       split=self.split_layer, rngs=rngs, **kwargs)
+    else:
+      logits = model.apply(variables, batch["input_ids"], rngs=rngs, **kwargs)
+    return logits, batch
 
 
 def _split_microbatches(batch, n: int):
@@ -66,8 +83,8 @@ def train_step(fns: StepFns, state: TrainState, frozen, batch, rng):
   rng = jax.random.fold_in(rng, state.step)
 
   def loss_of(trainable, mb, mb_rng):
-    logits = fns.forward(trainable, frozen, mb, deterministic=False, rng=mb_rng)
-    return fns.loss_fn(logits, mb)
+    logits, read = fns.forward(trainable, frozen, mb, deterministic=False, rng=mb_rng)
+    return fns.loss_fn(logits, read)
 
   grad_fn = jax.value_and_grad(loss_of, has_aux=True)
   if fns.microbatches == 1:
@@ -99,7 +116,7 @@ def train_step(fns: StepFns, state: TrainState, frozen, batch, rng):
 
 def eval_step(fns: StepFns, trainable, frozen, batch):
   """Loss on a held-out batch, plus option accuracy when the batch carries answer slots."""
-  logits = fns.forward(trainable, frozen, batch, deterministic=True)
+  logits, batch = fns.forward(trainable, frozen, batch, deterministic=True)
   loss, aux = fns.loss_fn(logits, batch)
   metrics = dict(aux, loss=loss)
   if "option_positions" in batch:

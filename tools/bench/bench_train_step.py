@@ -4,6 +4,10 @@ machine's measured large-matmul rate. Rounds alternate JAX / PyTorch / matmul so
 the same machine load; medians are reported.
 
 python -m tools.bench.bench_train_step --out runs/bench/train_step.json
+
+`--top-layers N --loss-positions R` measure the survey-training setting on both sides: adapters
+on the top N layers only (PEFT `layers_to_transform`; neither side runs a backward pass below
+them) and logits at R positions per row (transformers `logits_to_keep`), the loss on those.
 """
 import argparse
 import json
@@ -20,20 +24,24 @@ def _pin_threads(n: int) -> None:
   torch.set_num_threads(n)
 
 
-def _batch(tokenizer_vocab: int, rows: int, seq: int):
+def _batch(tokenizer_vocab: int, rows: int, seq: int, loss_positions: int = 0):
   import numpy as np
   rng = np.random.RandomState(0)
   ids = rng.randint(3, tokenizer_vocab, (rows, seq)).astype(np.int32)
   targets = np.concatenate([ids[:, 1:], np.zeros((rows, 1), np.int32)], axis=1)
   loss_mask = np.zeros((rows, seq), np.int32)
-  loss_mask[:, seq // 2:-1] = 1
+  if loss_positions:
+    loss_mask[:, seq - loss_positions:-1] = 1
+  else:
+    loss_mask[:, seq // 2:-1] = 1
   ones = np.ones((rows, seq), np.int32)
   return dict(input_ids=ids, targets=targets, loss_mask=loss_mask, segment_ids=ones,
               position_ids=np.broadcast_to(np.arange(seq, dtype=np.int32), (rows, seq)).copy(),
               attention_mask=ones)
 
 
-def jax_step(model_path: str, batch: dict, lr: float):
+def jax_step(model_path: str, batch: dict, lr: float, top_layers: int = 0,
+             loss_positions: int = 0):
   """(run_one_step, analytic flops per step) for the real jitted train step on one device."""
   import jax
   from configs import base
@@ -45,6 +53,7 @@ def jax_step(model_path: str, batch: dict, lr: float):
   config.model.path = model_path
   config.train.lr, config.train.warmup_fraction = lr, 0.0
   config.mesh.data = 1
+  config.lora.train_top_layers, config.train.loss_positions = top_layers, loss_positions
   mesh = sharding.make_mesh(config.mesh.to_dict(), jax.devices()[:1])
   model = models.Transformer(setup.model_config(config))
   fns = setup.make_step_fns(config, model, total_steps=1000)
@@ -70,24 +79,31 @@ def jax_step(model_path: str, batch: dict, lr: float):
   return run, flops
 
 
-def torch_step(model_path: str, batch: dict, lr: float):
+def torch_step(model_path: str, batch: dict, lr: float, top_layers: int = 0,
+               loss_positions: int = 0):
   import peft
   import torch
   import transformers
   model = transformers.AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+  layers = model.config.num_hidden_layers
   model = peft.get_peft_model(model, peft.LoraConfig(
       r=8, lora_alpha=16, lora_dropout=0.0, target_modules=[
-          "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+          "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+      layers_to_transform=list(range(layers - top_layers, layers)) if top_layers else None))
   model.train()
   opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr,
                           weight_decay=0.0)
   ids = torch.tensor(batch["input_ids"], dtype=torch.long)
   targets = torch.tensor(batch["targets"], dtype=torch.long)
   mask = torch.tensor(batch["loss_mask"], dtype=torch.float32)
+  keep = 0
+  if loss_positions:   # the same positions in every row of this batch
+    keep = torch.arange(ids.shape[1] - loss_positions, ids.shape[1])
+    targets, mask = targets[:, keep], mask[:, keep]
 
   def run():
     opt.zero_grad(set_to_none=True)
-    logits = model(input_ids=ids).logits
+    logits = model(input_ids=ids, logits_to_keep=keep).logits
     nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(),
                                             reduction="none").view_as(mask)
     loss = (nll * mask).sum() / mask.sum()
@@ -123,12 +139,18 @@ def main() -> None:
   parser.add_argument("--seq", type=int, default=128)
   parser.add_argument("--threads", type=int, default=2)
   parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--top-layers", type=int, default=0,
+                      help="adapters on the top N layers only (0 = every layer)")
+  parser.add_argument("--loss-positions", type=int, default=0,
+                      help="logits at the last R positions of each row only (0 = all)")
   parser.add_argument("--out", default="runs/bench/train_step.json")
   args = parser.parse_args()
   _pin_threads(args.threads)
-  batch = _batch(49152, args.rows, args.seq)
-  jax_run, flops = jax_step(args.model, batch, 1e-4)
-  torch_run = torch_step(args.model, batch, 1e-4)
+  batch = _batch(49152, args.rows, args.seq, args.loss_positions)
+  jax_run, flops = jax_step(args.model, batch, 1e-4, args.top_layers, args.loss_positions)
+  torch_run = torch_step(args.model, batch, 1e-4, args.top_layers, args.loss_positions)
+  if args.top_layers or args.loss_positions:
+    flops = None     # the analytic count assumes a full backward pass and logits everywhere
   mm_run, mm_flops = matmul_rate()
   first = (jax_run(), torch_run())     # warm-up (and compile), excluded from timing
   times = {"jax": [], "torch": [], "matmul": []}
@@ -145,17 +167,22 @@ def main() -> None:
       "median_seconds": med,
       "torch_over_jax": med["torch"] / med["jax"],
       "jax_step_flops": flops,
-      "jax_achieved_flops_per_s": flops / med["jax"],
       "matmul_flops_per_s": mm_flops / med["matmul"],
-      "fraction_of_matmul_rate": (flops / med["jax"]) / (mm_flops / med["matmul"]),
   }
+  if flops:
+    result["jax_achieved_flops_per_s"] = flops / med["jax"]
+    result["fraction_of_matmul_rate"] = result["jax_achieved_flops_per_s"] / result[
+        "matmul_flops_per_s"]
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   with open(args.out, "w", encoding="utf-8") as f:
     json.dump(result, f, indent=2)
-  print(f"JAX LoRA step {med['jax']:.2f}s, PyTorch+PEFT {med['torch']:.2f}s "
-        f"(torch/jax {result['torch_over_jax']:.2f}x); JAX {result['jax_achieved_flops_per_s']/1e9:.1f} "
-        f"GFLOP/s = {100 * result['fraction_of_matmul_rate']:.0f}% of the "
-        f"{result['matmul_flops_per_s']/1e9:.1f} GFLOP/s matmul rate")
+  line = (f"JAX LoRA step {med['jax']:.2f}s, PyTorch+PEFT {med['torch']:.2f}s "
+          f"(torch/jax {result['torch_over_jax']:.2f}x)")
+  if flops:
+    line += (f"; JAX {result['jax_achieved_flops_per_s']/1e9:.1f} GFLOP/s = "
+             f"{100 * result['fraction_of_matmul_rate']:.0f}% of the "
+             f"{result['matmul_flops_per_s']/1e9:.1f} GFLOP/s matmul rate")
+  print(line)
 
 
 if __name__ == "__main__":
