@@ -149,26 +149,32 @@ def main() -> None:
   batch = _batch(49152, args.rows, args.seq, args.loss_positions)
   jax_run, flops = jax_step(args.model, batch, 1e-4, args.top_layers, args.loss_positions)
   torch_run = torch_step(args.model, batch, 1e-4, args.top_layers, args.loss_positions)
+  runs = {"jax": jax_run, "torch": torch_run}
   if args.top_layers or args.loss_positions:
     flops = None     # the analytic count assumes a full backward pass and logits everywhere
+    # The same JAX step with every layer training and logits everywhere, in the same rounds.
+    runs["jax_plain"], _ = jax_step(args.model, batch, 1e-4)
   mm_run, mm_flops = matmul_rate()
-  first = (jax_run(), torch_run())     # warm-up (and compile), excluded from timing
-  times = {"jax": [], "torch": [], "matmul": []}
+  first = {name: run() for name, run in runs.items()}   # warm-up (and compile), not timed
+  times = {name: [] for name in runs}
+  times["matmul"] = []
   for r in range(args.rounds):
-    times["jax"].append(_time(jax_run))
-    times["torch"].append(_time(torch_run))
+    for name, run in runs.items():
+      times[name].append(_time(run))
     times["matmul"].append(min(_time(mm_run) for _ in range(5)))
-    print(f"round {r + 1}/{args.rounds}: jax {times['jax'][-1]:.2f}s "
-          f"torch {times['torch'][-1]:.2f}s", flush=True)
+    print(f"round {r + 1}/{args.rounds}: " + " ".join(
+        f"{name} {times[name][-1]:.2f}s" for name in runs), flush=True)
   med = {k: statistics.median(v) for k, v in times.items()}
   result = {
       "settings": vars(args), "load_avg": os.getloadavg(),
-      "first_step_loss": {"jax": first[0], "torch": first[1]},
+      "first_step_loss": first,
       "median_seconds": med,
       "torch_over_jax": med["torch"] / med["jax"],
       "jax_step_flops": flops,
       "matmul_flops_per_s": mm_flops / med["matmul"],
   }
+  if "jax_plain" in med:
+    result["jax_plain_over_jax"] = med["jax_plain"] / med["jax"]
   if flops:
     result["jax_achieved_flops_per_s"] = flops / med["jax"]
     result["fraction_of_matmul_rate"] = result["jax_achieved_flops_per_s"] / result[
@@ -178,6 +184,9 @@ def main() -> None:
     json.dump(result, f, indent=2)
   line = (f"JAX LoRA step {med['jax']:.2f}s, PyTorch+PEFT {med['torch']:.2f}s "
           f"(torch/jax {result['torch_over_jax']:.2f}x)")
+  if "jax_plain" in med:
+    line += (f"; the plain JAX step (every layer, logits everywhere) {med['jax_plain']:.2f}s = "
+             f"{result['jax_plain_over_jax']:.2f}x the time")
   if flops:
     line += (f"; JAX {result['jax_achieved_flops_per_s']/1e9:.1f} GFLOP/s = "
              f"{100 * result['fraction_of_matmul_rate']:.0f}% of the "
