@@ -71,19 +71,10 @@ def _pow2(n: int, cap: int) -> int:
   return min(b, max(cap, n))
 
 
-def _head(model: Transformer, params, hidden):
-  """Logits for a few hidden states [B, E] -> [B, V] (the LM head, only where it is needed)."""
-  if model.config.tie_word_embeddings:
-    kernel = params["embed_tokens"]["embedding"].T
-  else:
-    kernel = params["lm_head"]["kernel"]
-  return jnp.einsum("be,ev->bv", hidden.astype(kernel.dtype), kernel,
-                    preferred_element_type=jnp.float32)
-
-
-def _option_log_probs(model, params, last_hidden, cand_ids, cand_valid):
-  """log p(option) = logsumexp over its valid letter-token variants; [B, K]."""
-  logp = jax.nn.log_softmax(_head(model, params, last_hidden), axis=-1)
+def _option_log_probs(logits, cand_ids, cand_valid):
+  """log p(option) from the logits [B, V] at the answer position = logsumexp over the option's
+  valid letter-token variants; [B, K]."""
+  logp = jax.nn.log_softmax(logits, axis=-1)
   picked = jnp.take_along_axis(logp, cand_ids.reshape(cand_ids.shape[0], -1), axis=1)
   picked = picked.reshape(cand_ids.shape)
   picked = jnp.where(cand_valid, picked, -jnp.inf)
@@ -93,21 +84,21 @@ def _option_log_probs(model, params, last_hidden, cand_ids, cand_valid):
 @functools.partial(jax.jit, static_argnames=("model",))
 def _score_full(model, params, ids, mask, last, cand_ids, cand_valid):
   """Plain path: right-padded whole prompts, one forward pass."""
-  hidden = model.apply({"params": params}, ids, attention_mask=mask, return_hidden=True)
-  last_hidden = hidden[jnp.arange(ids.shape[0]), last]
-  return _option_log_probs(model, params, last_hidden, cand_ids, cand_valid)
+  # The LM head runs at the answer position only.
+  logits = model.apply({"params": params}, ids, attention_mask=mask,
+                       logit_positions=last[:, None])[:, 0]
+  return _option_log_probs(logits, cand_ids, cand_valid)
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def _score_packed(model, params, ids, mask, segments, prefix_segments, positions, reads,
                   cand_ids, cand_valid):
   """Shared-prefix packed rows [R, L]; reads [R, P] index each question's last token."""
-  hidden = model.apply({"params": params}, ids, attention_mask=mask, segment_ids=segments,
+  logits = model.apply({"params": params}, ids, attention_mask=mask, segment_ids=segments,
                        prefix_segment_ids=prefix_segments, position_ids=positions,
-                       return_hidden=True)
+                       logit_positions=reads)
   r, p = reads.shape
-  picked = jnp.take_along_axis(hidden, reads[:, :, None], axis=1).reshape(r * p, -1)
-  return _option_log_probs(model, params, picked, cand_ids, cand_valid).reshape(r, p, -1)
+  return _option_log_probs(logits.reshape(r * p, -1), cand_ids, cand_valid).reshape(r, p, -1)
 
 
 def _candidates(option_ids_rows, rows: int):
