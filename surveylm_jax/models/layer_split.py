@@ -47,21 +47,39 @@ def check_split(cfg: ModelConfig, split: int) -> None:
                      f"{cfg.num_hidden_layers}-layer model (valid: 1..{cfg.num_hidden_layers - 1})")
 
 
+def _halves(model: Transformer, split: int):
+  cfg = model.config
+  check_split(cfg, split)
+  lower = model.clone(config=layer_range_config(cfg, 0, split))
+  upper = model.clone(config=layer_range_config(cfg, split, cfg.num_hidden_layers))
+  return lower, upper
+
+
+def apply_lower(model: Transformer, variables: dict, input_ids, *, split: int, rngs=None,
+                **kwargs):
+  """The residual stream after layers [0, split) ([B, T, E]), the input `apply_upper` takes."""
+  lower, _ = _halves(model, split)
+  return lower.apply(slice_layers(variables, 0, split), input_ids, rngs=rngs or {},
+                     return_residual=True, **kwargs)
+
+
+def apply_upper(model: Transformer, variables: dict, input_ids, residual, *, split: int,
+                rngs=None, **kwargs):
+  """Layers [split, L), the final norm and the head on a residual stream from `apply_lower`."""
+  _, upper = _halves(model, split)
+  return upper.apply(slice_layers(variables, split, model.config.num_hidden_layers), input_ids,
+                     rngs=rngs or {}, residual_in=residual, **kwargs)
+
+
 def apply_split(model: Transformer, variables: dict, input_ids, *, split: int, rngs=None,
                 **kwargs):
   """`model.apply(variables, input_ids, **kwargs)` with no gradient through layers below `split`.
 
   Returns what the full model returns (logits, or hidden states with `return_hidden`)."""
-  cfg = model.config
-  check_split(cfg, split)
-  rngs = rngs or {}
+  check_split(model.config, split)
   lower_rngs, upper_rngs = {}, {}
-  for name, key in rngs.items():
+  for name, key in (rngs or {}).items():
     lower_rngs[name], upper_rngs[name] = jax.random.split(key)
-  lower = model.clone(config=layer_range_config(cfg, 0, split))
-  upper = model.clone(config=layer_range_config(cfg, split, cfg.num_hidden_layers))
-  residual = lower.apply(slice_layers(variables, 0, split), input_ids, rngs=lower_rngs,
-                         return_residual=True, **kwargs)
-  residual = jax.lax.stop_gradient(residual)
-  return upper.apply(slice_layers(variables, split, cfg.num_hidden_layers), input_ids,
-                     rngs=upper_rngs, residual_in=residual, **kwargs)
+  residual = apply_lower(model, variables, input_ids, split=split, rngs=lower_rngs, **kwargs)
+  return apply_upper(model, variables, input_ids, jax.lax.stop_gradient(residual), split=split,
+                     rngs=upper_rngs, **kwargs)

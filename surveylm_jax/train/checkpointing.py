@@ -23,7 +23,10 @@ COMPATIBILITY_FIELDS = (
     ("model", "path"), ("model", "random_init"), ("model", "dtype"),
     ("lora", "enabled"), ("lora", "rank"), ("lora", "targets"), ("lora", "use_rslora"),
     ("train", "full_finetune"), ("train", "grad_clip"), ("train", "microbatches"),
+    ("train", "cache_lower_layers"),
 )
+# Fields added after checkpoints already existed: a checkpoint without one had this value.
+ADDED_FIELD_DEFAULTS = {("train", "cache_lower_layers"): 0}
 
 
 class IncompatibleCheckpointError(RuntimeError):
@@ -67,7 +70,10 @@ class Checkpointer:
     saved = self.saved_config(step)
     diffs = []
     for path in COMPATIBILITY_FIELDS:
-      old, new = _normalise(_field(saved, path)), _normalise(_field(config, path))
+      old = _field(saved, path)
+      if old is None:
+        old = ADDED_FIELD_DEFAULTS.get(path)
+      old, new = _normalise(old), _normalise(_field(config, path))
       if old != new:
         diffs.append(f"{'.'.join(path)}: checkpoint has {old!r}, config has {new!r}")
     if diffs:

@@ -81,6 +81,9 @@ class TrainData:
     epochs = int(self.config.train.epochs)
     if epochs <= 0:
       return int(self.config.train.steps)
+    if int(self.config.train.cache_lower_layers) > 0:
+      # Passes over the cached batches (train/lower_cache.py), not over the whole data.
+      return epochs * int(self.config.train.cache_lower_layers)
     it = iter(build_dataset(self.train_records, self.tokenizer,
                             self._pipeline(shuffle=True, epochs=1, shuffle_options=False)))
     per_epoch = sum(1 for _ in it)

@@ -19,7 +19,7 @@ import optax
 
 from surveylm_jax import lora as lora_lib
 from surveylm_jax import models, sharding
-from surveylm_jax.train import checkpointing, loss_positions, setup
+from surveylm_jax.train import checkpointing, loss_positions, lower_cache, setup
 from surveylm_jax.train import data as train_data
 from surveylm_jax.train.metrics_log import MetricsLogger
 from surveylm_jax.train.step import init_state
@@ -53,6 +53,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   # ---------------------------------------------------------------- model + LoRA
   model = models.Transformer(setup.model_config(config))
   fns = setup.make_step_fns(config, model, total_steps)
+  cache_count = lower_cache.check_config(config, fns.split_layer)
   rng = jax.random.PRNGKey(config.seed)
   with setup.rules_context(config, mesh):
     params, frozen_sh = setup.load_params(config, model, mesh, rules)
@@ -86,16 +87,35 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
 
     # -------------------------------------------------------------- step
     batch_sh = setup.batch_shardings(data.batch_shapes, mesh)
-    train_step = setup.jit_train_step(fns, state_sh, frozen_sh, batch_sh, mesh)
+    step_batch_sh = batch_sh
+    if cache_count:
+      residual_shape = data.batch_shapes["input_ids"] + (model.config.hidden_size,)
+      step_batch_sh = dict(batch_sh, **setup.batch_shardings(
+          {lower_cache.LOWER_RESIDUAL: residual_shape}, mesh))
+    train_step = setup.jit_train_step(fns, state_sh, frozen_sh, step_batch_sh, mesh)
     eval_step = setup.jit_eval_step(fns, trainable_sh, frozen_sh, batch_sh, mesh)
 
     # -------------------------------------------------------------- checkpoint
     ckpt = checkpointing.Checkpointer(workdir, keep=config.checkpoint.keep,
                                       async_save=config.checkpoint.async_save)
+    # With a lower-layer cache the batch order is a function of the step (the cache is rebuilt
+    # from the start of the stream), so the data iterator is neither saved nor restored.
+    saved_iter = None if cache_count else train_iter
     start = ckpt.latest_step()
     if start is not None:
-      state = ckpt.restore(start, checkpointing.abstract_like(state), train_iter, config_dict)
+      state = ckpt.restore(start, checkpointing.abstract_like(state), saved_iter, config_dict)
       print(f"resumed from {ckpt.directory}/{start}", flush=True)
+    cache = None
+    if cache_count:
+      residual_fn = jax.jit(fns.lower_residual, in_shardings=(trainable_sh, frozen_sh, batch_sh),
+                            out_shardings=step_batch_sh[lower_cache.LOWER_RESIDUAL])
+      trainable_now = state.trainable
+      cache = lower_cache.LowerLayerCache.build(
+          (data.local_rows(b) for b in train_iter), cache_count,
+          lambda host: residual_fn(trainable_now, frozen, sharding.shard_host_batch(host, mesh)),
+          seed=config.seed)
+      print(f"lower-layer cache: {len(cache)} batches, layers 0..{fns.split_layer - 1} run once "
+            f"({cache.nbytes() / 2**20:.0f} MiB of residual streams)", flush=True)
 
     # -------------------------------------------------------------- loop
     log = MetricsLogger(workdir, total_steps)
@@ -107,10 +127,13 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
     final: Dict[str, float] = {}
     try:
       while step < total_steps:
-        batch = data.local_rows(next(train_iter))
+        batch = cache.host_batch(step) if cache else data.local_rows(next(train_iter))
         if fns.loss_positions:
-          loss_positions.check_rows(batch, fns.loss_positions, where=f"train batch {step + 1}")
+          loss_positions.check_rows(batch, fns.loss_positions, where=f"train batch {step + 1}",
+                                    tokens=fns.reads_tokens)
         batch = sharding.shard_host_batch(batch, mesh)
+        if cache:
+          batch = lower_cache.with_residual(batch, cache.residual(step))
         state, metrics = train_step(state, frozen, batch, rng)
         step += 1
         host = _host_metrics(metrics)
@@ -127,14 +150,14 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
           log.progress(step, host)
           window_tokens, window_start = 0.0, time.time()
         if config.train.eval_every and step % config.train.eval_every == 0 and step < total_steps:
-          log.write(step, evaluate(data, eval_step, state.trainable, frozen, mesh, config),
-                    prefix="val_")
+          log.write(step, evaluate(data, eval_step, state.trainable, frozen, mesh, config,
+                                   fns.reads_tokens), prefix="val_")
         if step % config.checkpoint.every_steps == 0 or step == total_steps:
-          ckpt.save(step, state, train_iter, config_dict, force=True)
+          ckpt.save(step, state, saved_iter, config_dict, force=True)
           last_good = step
         final = host
       ckpt.wait()
-      val = evaluate(data, eval_step, state.trainable, frozen, mesh, config)
+      val = evaluate(data, eval_step, state.trainable, frozen, mesh, config, fns.reads_tokens)
       if val:
         log.write(step, val, prefix="val_")
         final.update({"val_" + k: v for k, v in val.items()})
@@ -155,7 +178,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
 
 
 def evaluate(data: "train_data.TrainData", eval_step, trainable, frozen, mesh,
-             config) -> Optional[Dict[str, float]]:
+             config, reads_tokens: bool = True) -> Optional[Dict[str, float]]:
   """Mean validation loss (and option accuracy when batches carry answer slots)."""
   batches = data.eval_batches(config.train.eval_batches)
   if not batches:
@@ -164,7 +187,8 @@ def evaluate(data: "train_data.TrainData", eval_step, trainable, frozen, mesh,
   for i, raw in enumerate(batches):
     rows = data.local_rows(raw)
     if config.train.loss_positions:
-      loss_positions.check_rows(rows, config.train.loss_positions, where=f"eval batch {i + 1}")
+      loss_positions.check_rows(rows, config.train.loss_positions, where=f"eval batch {i + 1}",
+                                tokens=reads_tokens)
     out = _host_metrics(eval_step(trainable, frozen, sharding.shard_host_batch(rows, mesh)))
     for k, v in out.items():
       sums[k] = sums.get(k, 0.0) + v

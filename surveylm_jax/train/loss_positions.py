@@ -22,8 +22,8 @@ class LossPositionsError(ValueError):
   pass
 
 
-def _needed(loss_mask, option_positions, np_like):
-  need = loss_mask > 0
+def _needed(loss_mask, option_positions, np_like, tokens: bool = True):
+  need = (loss_mask > 0) if tokens else np_like.zeros(loss_mask.shape, bool)
   if option_positions is not None:
     length = loss_mask.shape[1]
     hits = ((option_positions[..., None] == np_like.arange(length))
@@ -32,27 +32,30 @@ def _needed(loss_mask, option_positions, np_like):
   return need
 
 
-def check_rows(batch: Dict[str, np.ndarray], limit: int, where: str) -> None:
-  """Raise if a row of this host batch needs more than `limit` logit positions."""
+def check_rows(batch: Dict[str, np.ndarray], limit: int, where: str,
+               tokens: bool = True) -> None:
+  """Raise if a row of this host batch needs more than `limit` logit positions (`tokens`:
+  whether a configured loss reads answer tokens, not only answer slots)."""
   need = _needed(np.asarray(batch["loss_mask"]),
                  np.asarray(batch["option_positions"]) if "option_positions" in batch else None,
-                 np).sum(axis=1)
+                 np, tokens).sum(axis=1)
   worst = int(need.argmax())
   if need[worst] > limit:
     raise LossPositionsError(
-        f"{where}: row {worst} has {int(need[worst])} positions that a loss reads (answer "
-        f"tokens and answer slots) but train.loss_positions is {limit}; raise it (or set 0 "
+        f"{where}: row {worst} has {int(need[worst])} positions that a loss reads ("
+        f"{'answer tokens and answer slots' if tokens else 'answer slots'}) but train.loss_positions is {limit}; raise it (or set 0 "
         f"for logits at every position)")
 
 
-def select(batch: dict, limit: int):
+def select(batch: dict, limit: int, tokens: bool = True):
   """(positions [B, R], batch re-indexed to them) for the jitted step.
 
   Positions a loss reads come first in row order; the remaining slots point at unread positions
-  and carry no loss. Answer slots are renumbered to their index among the kept positions.
+  and carry no loss. Answer slots are renumbered to their index among the kept positions. With
+  `tokens=False` (only slot-reading losses configured) answer tokens are not kept.
   """
   option_positions = batch.get("option_positions")
-  need = _needed(batch["loss_mask"], option_positions, jnp)
+  need = _needed(batch["loss_mask"], option_positions, jnp, tokens)
   order = jnp.argsort(jnp.logical_not(need), axis=1, stable=True)[:, :limit]   # [B, R]
   kept = jnp.take_along_axis(need, order, axis=1)
   out = dict(batch)

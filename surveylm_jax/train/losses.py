@@ -20,6 +20,8 @@ Add a loss by registering a function:
       return value, {"entropy": value}
 
 and weight it from the config: `config.loss = {"token_ce": 1.0, "entropy_bonus": 0.1}`.
+A loss that reads only the answer slots registers with `reads="slots"` (so `train.loss_positions`
+need not keep logits for answer tokens); the default, "all", is always safe.
 """
 from __future__ import annotations
 
@@ -31,15 +33,30 @@ from surveylm_jax.eval.metrics import ordinal_wasserstein_jax
 
 LossFn = Callable[[jnp.ndarray, dict], Tuple[jnp.ndarray, Dict[str, jnp.ndarray]]]
 LOSSES: Dict[str, LossFn] = {}
+# What each loss reads: "tokens" (targets/loss_mask), "slots" (the answer slots only) or "all".
+# `train.loss_positions` keeps logits only where the configured losses read them.
+READS: Dict[str, str] = {}
+_READ_KINDS = ("all", "tokens", "slots")
 
 
-def register(name: str):
+def register(name: str, reads: str = "all"):
+  if reads not in _READ_KINDS:
+    raise ValueError(f"loss {name!r}: reads={reads!r}; valid: {', '.join(_READ_KINDS)}")
+
   def wrap(fn: LossFn) -> LossFn:
     if name in LOSSES:
       raise ValueError(f"loss {name!r} is already registered")
     LOSSES[name] = fn
+    READS[name] = reads
     return fn
   return wrap
+
+
+def reads_tokens(names) -> bool:
+  """Whether any of these losses reads token targets (loss_mask), not only answer slots."""
+  for name in names:
+    get(name)   # unknown names raise with the registered list
+  return any(READS[name] != "slots" for name in names)
 
 
 def get(name: str) -> LossFn:
@@ -48,7 +65,7 @@ def get(name: str) -> LossFn:
   return LOSSES[name]
 
 
-@register("token_ce")
+@register("token_ce", reads="tokens")
 def token_ce(logits, batch):
   """Masked next-token cross-entropy, averaged over target tokens."""
   targets = batch["targets"]
@@ -79,7 +96,7 @@ def _slot_mean(values, valid):
   return jnp.sum(values * w) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-@register("option_kl")
+@register("option_kl", reads="slots")
 def option_kl(logits, batch):
   """Forward KL(target || model) over the option letters, averaged over answer slots."""
   probs, valid = option_distribution(logits, batch)
@@ -90,7 +107,7 @@ def option_kl(logits, batch):
   return loss, {"option_kl": loss}
 
 
-@register("option_w1")
+@register("option_w1", reads="slots")
 def option_w1(logits, batch):
   """Differentiable W1 over the options in their listed order, normalised by K-1."""
   probs, valid = option_distribution(logits, batch)

@@ -21,6 +21,10 @@ from surveylm_jax.train import loss_positions as loss_positions_lib
 from surveylm_jax.train.losses import option_distribution
 
 
+# Batch key of the residual stream after the frozen lower layers (see train/lower_cache.py).
+LOWER_RESIDUAL = "lower_residual"
+
+
 @flax.struct.dataclass
 class TrainState:
   step: jnp.ndarray
@@ -47,27 +51,49 @@ class StepFns:
   split_layer: int = 0
   # > 0: logits only at this many positions per row that a loss reads (`train.loss_positions`).
   loss_positions: int = 0
+  # Whether a configured loss reads answer tokens (else only answer slots need logits).
+  reads_tokens: bool = True
+
+  def _model(self, trainable, frozen):
+    if self.lora_cfg is None:
+      return self.model, {"params": trainable}
+    return lora_lib.lora_model(self.model, self.lora_cfg), {"params": frozen, "lora": trainable}
+
+  @staticmethod
+  def _inputs(batch, deterministic: bool) -> dict:
+    return dict(position_ids=batch.get("position_ids"), segment_ids=batch.get("segment_ids"),
+                attention_mask=batch.get("attention_mask"), deterministic=deterministic,
+                prefix_segment_ids=batch.get("prefix_segment_ids"))
 
   def forward(self, trainable, frozen, batch, *, deterministic: bool, rng=None):
     """(logits, batch the losses read). With `loss_positions` the logits are [B, R, V] and the
-    batch is re-indexed to those R positions; otherwise both are as given."""
-    kwargs = dict(position_ids=batch.get("position_ids"), segment_ids=batch.get("segment_ids"),
-                  attention_mask=batch.get("attention_mask"), deterministic=deterministic,
-                  prefix_segment_ids=batch.get("prefix_segment_ids"))
+    batch is re-indexed to those R positions; otherwise both are as given. A batch carrying
+    `LOWER_RESIDUAL` (the frozen layers' output, `train.cache_lower_layers`) runs the layers
+    from `split_layer` up only."""
+    kwargs = self._inputs(batch, deterministic)
     if self.loss_positions:
-      kwargs["logit_positions"], batch = loss_positions_lib.select(batch, self.loss_positions)
+      kwargs["logit_positions"], batch = loss_positions_lib.select(batch, self.loss_positions,
+                                                                   tokens=self.reads_tokens)
     rngs = {"dropout": rng} if rng is not None and not deterministic else {}
-    if self.lora_cfg is None:
-      model, variables = self.model, {"params": trainable}
-    else:
-      model = lora_lib.lora_model(self.model, self.lora_cfg)
-      variables = {"params": frozen, "lora": trainable}
-    if self.split_layer:
+    model, variables = self._model(trainable, frozen)
+    if LOWER_RESIDUAL in batch:
+      if not self.split_layer:
+        raise ValueError(f"a batch with {LOWER_RESIDUAL!r} needs split_layer > 0")
+      logits = layer_split.apply_upper(model, variables, batch["input_ids"],
+                                       batch[LOWER_RESIDUAL], split=self.split_layer, rngs=rngs,
+                                       **kwargs)
+    elif self.split_layer:
       logits = layer_split.apply_split(model, variables, batch["input_ids"],
                                        split=self.split_layer, rngs=rngs, **kwargs)
     else:
       logits = model.apply(variables, batch["input_ids"], rngs=rngs, **kwargs)
     return logits, batch
+
+  def lower_residual(self, trainable, frozen, batch):
+    """The residual stream after the frozen layers [0, split_layer) (no dropout)."""
+    model, variables = self._model(trainable, frozen)
+    return layer_split.apply_lower(model, variables, batch["input_ids"], split=self.split_layer,
+                                   **self._inputs(batch, deterministic=True))
 
 
 def _split_microbatches(batch, n: int):
