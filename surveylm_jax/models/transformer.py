@@ -48,22 +48,32 @@ class Attention(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x, positions, key_mask, segment_ids, prefix_segment_ids, window):
+  def __call__(self, x, positions, key_mask, segment_ids, prefix_segment_ids, window,
+               query_index=None):
+    """`query_index` [B, R]: queries only at these row slots (keys and values over the whole
+    row); the output is then [B, R, E]."""
     cfg = self.config
     proj = functools.partial(projection, cfg, lora_scale=self.lora_scale,
                              lora_dropout=self.lora_dropout, deterministic=self.deterministic)
     h, kv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    q = proj((h, d), ("embed", "heads", "head_dim"), "q_proj", use_bias=cfg.attention_bias)(x)
+    if query_index is not None and self.decode:
+      raise ValueError("query_index is for full passes, not decode=True")
+    gather = (lambda a: a) if query_index is None else (
+        lambda a: jnp.take_along_axis(a, query_index.reshape(query_index.shape + (1,) * (a.ndim - 2)),
+                                      axis=1))
+    q = proj((h, d), ("embed", "heads", "head_dim"), "q_proj",
+             use_bias=cfg.attention_bias)(gather(x))
     k = proj((kv, d), ("embed", "kv_heads", "head_dim"), "k_proj", use_bias=cfg.attention_bias)(x)
     v = proj((kv, d), ("embed", "kv_heads", "head_dim"), "v_proj", use_bias=cfg.attention_bias)(x)
     if cfg.qk_norm:
       q = RMSNorm(cfg.rms_norm_eps, "head_dim", cfg.dtype, cfg.param_dtype, name="q_norm")(q)
       k = RMSNorm(cfg.rms_norm_eps, "head_dim", cfg.dtype, cfg.param_dtype, name="k_norm")(k)
     inv_freq = rope_inv_freq(d, cfg.rope_theta, cfg.rope_scaling)
-    q = apply_rope(q, positions, inv_freq)
+    q_positions = gather(positions)
+    q = apply_rope(q, q_positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
 
-    batch, length = x.shape[0], x.shape[1]
+    batch, length = q.shape[0], q.shape[1]
     offset = 0
     if self.decode:
       initialised = self.has_variable("cache", "cached_key")
@@ -79,22 +89,24 @@ class Attention(nn.Module):
         cached_k.value, cached_v.value = k, v
         index.value = offset + length
 
-    q_index = offset + jnp.arange(length)
+    # Row slot of every query [b or 1, t] and of every key [s].
+    q_index = (offset + jnp.arange(length))[None] if query_index is None else query_index
     k_index = jnp.arange(k.shape[1])
-    visible = k_index[None, :] <= q_index[:, None]
+    visible = k_index[None, None, :] <= q_index[:, :, None]
     if prefix_segment_ids is None:
-      visible = visible & (q_index[:, None] - k_index[None, :] < window)
-      mask = visible[None] & key_mask[:, None, :].astype(bool)             # [b, t, s]
+      visible = visible & (q_index[:, :, None] - k_index[None, None, :] < window)
+      mask = visible & key_mask[:, None, :].astype(bool)                    # [b, t, s]
     else:
       # A question packed after other questions sits further from its prefix in the row than in
       # its own prompt: the sliding window counts distance in positions, not row slots.
-      near = positions[:, :, None] - positions[:, None, :] < window
-      mask = visible[None] & near & key_mask[:, None, :].astype(bool)
+      near = q_positions[:, :, None] - positions[:, None, :] < window
+      mask = visible & near & key_mask[:, None, :].astype(bool)
     if segment_ids is not None:
-      same = segment_ids[:, :, None] == segment_ids[:, None, :]
+      same = gather(segment_ids)[:, :, None] == segment_ids[:, None, :]
       if prefix_segment_ids is not None:
-        same = same | ((prefix_segment_ids[:, :, None] == segment_ids[:, None, :])
-                       & (prefix_segment_ids[:, :, None] != 0))
+        q_prefix = gather(prefix_segment_ids)
+        same = same | ((q_prefix[:, :, None] == segment_ids[:, None, :])
+                       & (q_prefix[:, :, None] != 0))
       mask = mask & same
 
     groups = h // kv
@@ -131,18 +143,24 @@ class DecoderLayer(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x, window, positions, key_mask, segment_ids, prefix_segment_ids):
+  def __call__(self, x, window, positions, key_mask, segment_ids, prefix_segment_ids,
+               query_index=None):
+    """(x after the layer, None); with `query_index` [B, R]: (x unchanged, the layer's output
+    at those row slots only [B, R, E]) -- the last layer of a stack whose logits are read at
+    a few positions needs no output anywhere else."""
     cfg = self.config
     lora = dict(lora_scale=self.lora_scale, lora_dropout=self.lora_dropout,
                 deterministic=self.deterministic)
     h = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype, name="input_layernorm")(x)
-    x = x + Attention(cfg, decode=self.decode, name="self_attn", **lora)(
-        h, positions, key_mask, segment_ids, prefix_segment_ids, window)
+    attn = Attention(cfg, decode=self.decode, name="self_attn", **lora)(
+        h, positions, key_mask, segment_ids, prefix_segment_ids, window, query_index)
+    y = x if query_index is None else jnp.take_along_axis(x, query_index[..., None], axis=1)
+    y = y + attn
     h = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype,
-                name="post_attention_layernorm")(x)
-    x = x + MLP(cfg, name="mlp", **lora)(h)
-    x = nn.with_logical_constraint(x, ("activation_batch", "activation_length", "activation_embed"))
-    return x, None
+                name="post_attention_layernorm")(y)
+    y = y + MLP(cfg, name="mlp", **lora)(h)
+    y = nn.with_logical_constraint(y, ("activation_batch", "activation_length", "activation_embed"))
+    return (y, None) if query_index is None else (x, y)
 
 
 def positions_from_mask(attention_mask=None, segment_ids=None, length: Optional[int] = None):
@@ -210,23 +228,33 @@ class Transformer(nn.Module):
                        f"{', '.join(REMAT_POLICIES)}")
     if policy is not None:
       layer_cls = nn.remat(DecoderLayer, policy=policy, prevent_cse=False)
+    # A one-layer stack read at a few positions (the top layer of `models.layer_split`, or
+    # any 1-layer model) computes that layer's queries, MLP and head there only: exact, and on
+    # a 512-token row with a dozen answers it skips almost all of the layer's work.
+    query_index = None
+    if (cfg.num_hidden_layers == 1 and logit_positions is not None and not decode
+        and not return_residual and not return_hidden):
+      query_index = logit_positions
     stack = nn.scan(
         layer_cls,
         variable_axes={"params": 0, "lora": 0, "cache": 0},
         split_rngs={"params": True, "dropout": True},
-        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
         length=cfg.num_hidden_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
-    x, _ = stack(cfg, decode=decode, lora_scale=self.lora_scale, lora_dropout=self.lora_dropout,
-                 deterministic=deterministic, name="layers")(
-                     x, windows, position_ids, attention_mask, segment_ids, prefix_segment_ids)
+    x, at_queries = stack(cfg, decode=decode, lora_scale=self.lora_scale,
+                          lora_dropout=self.lora_dropout, deterministic=deterministic,
+                          name="layers")(x, windows, position_ids, attention_mask, segment_ids,
+                                         prefix_segment_ids, query_index)
     if return_residual:
       return x
+    if query_index is not None:
+      x = at_queries[0]                                   # [B, R, E]: already at the positions
     x = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype, name="norm")(x)
     if return_hidden:
       return x
-    if logit_positions is not None:
+    if logit_positions is not None and query_index is None:
       x = jnp.take_along_axis(x, logit_positions[..., None], axis=1)
     if cfg.tie_word_embeddings:
       kernel = embed.embedding.T

@@ -114,8 +114,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
           (data.local_rows(b) for b in train_iter), cache_count,
           lambda host: residual_fn(trainable_now, frozen, sharding.shard_host_batch(host, mesh)),
           seed=config.seed)
-      print(f"lower-layer cache: {len(cache)} batches, layers 0..{fns.split_layer - 1} run once "
-            f"({cache.nbytes() / 2**20:.0f} MiB of residual streams)", flush=True)
+      print(f"lower-layer cache: {len(cache)} batches ({cache.answer_slots()} answer slots), "
+            f"layers 0..{fns.split_layer - 1} run once ({cache.nbytes() / 2**20:.0f} MiB of "
+            "residual streams)", flush=True)
 
     # -------------------------------------------------------------- loop
     log = MetricsLogger(workdir, total_steps)

@@ -127,8 +127,20 @@ def option_w1(logits, batch):
   return loss, {"option_w1": loss}
 
 
+def active(weights: Dict[str, float]) -> Dict[str, float]:
+  """The losses that count: a weight of 0 switches a loss off (so a stage's config section can
+  drop a loss its base config sets). Unknown names raise even at weight 0."""
+  for name in weights:
+    get(name)
+  out = {name: float(w) for name, w in weights.items() if float(w) != 0.0}
+  if not out:
+    raise ValueError(f"every loss weight is 0: {dict(weights)}; give at least one loss a weight")
+  return out
+
+
 def combined_loss(weights: Dict[str, float]) -> LossFn:
-  """Weighted sum of registered losses; aux metrics of every part are kept."""
+  """Weighted sum of registered losses (zero weights off); aux metrics of every part are kept."""
+  weights = active(weights)
   fns = {name: get(name) for name in weights}
 
   def loss_fn(logits, batch):

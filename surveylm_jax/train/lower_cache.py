@@ -89,6 +89,11 @@ class LowerLayerCache:
   def residual(self, step: int):
     return self.residuals[self.index(step)]
 
+  def answer_slots(self) -> int:
+    """Answer slots (survey answers) in the cached batches."""
+    return int(sum(np.sum(np.asarray(b["option_positions"]) >= 0) for b in self.batches
+                   if "option_positions" in b))
+
   def nbytes(self) -> int:
     return int(sum(np.prod(r.shape) * r.dtype.itemsize for r in self.residuals))
 

@@ -83,7 +83,7 @@ def make_step_fns(config, model: models.Transformer, total_steps: int) -> StepFn
                  microbatches=int(config.train.microbatches),
                  split_layer=split_layer(config, model),
                  loss_positions=int(config.train.loss_positions),
-                 reads_tokens=losses.reads_tokens(list(config.loss.to_dict())))
+                 reads_tokens=losses.reads_tokens(list(losses.active(config.loss.to_dict()))))
 
 
 def state_shardings(fns: StepFns, trainable_shardings, abstract_trainable, mesh):

@@ -67,3 +67,50 @@ def test_split_outside_the_stack_is_refused():
   for split in (0, model.config.num_hidden_layers):
     with pytest.raises(ValueError, match="layer split must leave layers on both sides"):
       layer_split.apply_split(model, {"params": params}, ids, split=split)
+
+
+def _packed_prefix_row():
+  """prefix | q1 | q2 | pad, the shared-prefix layout of training and scoring rows."""
+  rng = np.random.RandomState(4)
+  ids = np.concatenate([rng.randint(3, 160, 7), rng.randint(3, 160, 4), rng.randint(3, 160, 5),
+                        [0, 0]])[None]
+  segments = np.array([[1] * 7 + [2] * 4 + [3] * 5 + [0, 0]])
+  kwargs = dict(attention_mask=(segments > 0).astype(np.int32), segment_ids=segments,
+                prefix_segment_ids=np.array([[0] * 7 + [1] * 9 + [0, 0]]),
+                position_ids=np.array([list(range(11)) + list(range(7, 12)) + [0, 0]]))
+  return jnp.asarray(ids), {k: jnp.asarray(v) for k, v in kwargs.items()}
+
+
+# The top layer alone, read at a few positions, runs its queries / MLP / head there only.
+@pytest.mark.parametrize("name", ["qwen2_bias_tied", "mistral_sliding_window"])
+@pytest.mark.parametrize("layout", ["padded", "packed_prefix"])
+def test_top_layer_read_at_positions_equals_the_full_forward(name, layout):
+  _, model, params = make_pair(name)
+  model, lora = _adapter(model, params)
+  layers = model.config.num_hidden_layers
+  if layout == "padded":
+    ids, mask, positions = (jnp.asarray(a) for a in padded_batch())
+    kwargs = dict(attention_mask=mask, position_ids=positions)
+    where = jnp.asarray([[13, 2, 5], [13, 12, 6], [10, 11, 12]])
+  else:
+    ids, kwargs = _packed_prefix_row()
+    where = jnp.asarray([[10, 15, 3]])
+
+  def loss(tree, split):
+    variables = {"params": params, "lora": tree}
+    if split:
+      out = layer_split.apply_split(model, variables, ids, split=split, logit_positions=where,
+                                    **kwargs)
+    else:
+      out = jnp.take_along_axis(model.apply(variables, ids, **kwargs), where[..., None], axis=1)
+    return jnp.mean(jnp.tanh(out)), out
+
+  (_, full), g_full = jax.value_and_grad(lambda t: loss(t, 0), has_aux=True)(lora)
+  (_, top), g_top = jax.value_and_grad(lambda t: loss(t, layers - 1), has_aux=True)(lora)
+  assert top.shape == full.shape
+  assert np.abs(np.asarray(top) - np.asarray(full)).max() <= TOL
+  for path, gf, gt in zip(jax.tree_util.tree_leaves_with_path(g_full),
+                          jax.tree_util.tree_leaves(g_full), jax.tree_util.tree_leaves(g_top)):
+    where_ = jax.tree_util.keystr(path[0])
+    np.testing.assert_allclose(gt[-1], gf[-1], atol=TOL, err_msg=where_)
+    assert np.any(np.asarray(gf[-1])), f"{where_}: the check needs non-zero gradients"

@@ -118,3 +118,17 @@ def test_slot_only_losses_keep_logits_at_answer_slots_only():
   assert abs(float(full) - float(part)) <= 1e-6
   with pytest.raises(KeyError, match="registered:"):
     losses.reads_tokens(["no_such_loss"])
+
+
+def test_zero_weight_switches_a_loss_off():
+  rng = np.random.RandomState(0)
+  batch = {k: jnp.asarray(v) for k, v in _batch(rng).items()}
+  logits = jnp.asarray(rng.normal(size=(3, 20, 50)).astype(np.float32))
+  only_kl, aux = losses.combined_loss({"token_ce": 0.0, "option_kl": 1.0})(logits, batch)
+  assert "token_ce" not in aux
+  assert float(only_kl) == float(losses.combined_loss({"option_kl": 1.0})(logits, batch)[0])
+  assert not losses.reads_tokens(losses.active({"token_ce": 0.0, "option_kl": 1.0}))
+  with pytest.raises(ValueError, match="every loss weight is 0"):
+    losses.combined_loss({"token_ce": 0.0})
+  with pytest.raises(KeyError, match="registered:"):
+    losses.active({"nope": 0.0})
