@@ -43,7 +43,7 @@ def get_config():
   config.stage1 = ml_collections.ConfigDict({
       "data": {"train": f"{ABORTION}/foundation_quan/train.json", "eval": ""},
       "train": {"steps": 2, "lr": 3e-4, "log_every": 1}})
-  # Stage II: 30 batches (120 rows, ~1,400 answers) go through the frozen 29 layers
+  # Stage II: 30 batches (120 rows, 880 answers) go through the frozen 29 layers
   # once (`train.cache_lower_layers`, ~3.5 min here); then 10 passes over them train the top
   # layer (~0.2 s a step). The letter distribution at each answer slot is the whole loss
   # (option_kl; token_ce off), so logits are needed at the <= 16 answer slots of a row only.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterator, List
 
+import jax
 import numpy as np
 
 from surveylm_jax.train.step import LOWER_RESIDUAL  # noqa: F401  (re-exported for the loop)
@@ -65,7 +66,8 @@ class LowerLayerCache:
         raise LowerCacheError(f"train.cache_lower_layers={count}: the training stream ended "
                               f"after {i} batches") from None
       batches.append(batch)
-      residuals.append(residual_fn(batch))
+      # Wait for each result: the progress line should time the work, not its dispatch.
+      residuals.append(jax.block_until_ready(residual_fn(batch)))
       now = time.time()
       if now - last >= every or i + 1 == count:
         last = now
