@@ -44,11 +44,12 @@ def get_config():
       "data": {"train": f"{ABORTION}/foundation_quan/train.json", "eval": ""},
       "train": {"steps": 2, "lr": 3e-4, "log_every": 1}})
   # Stage II: 30 batches (120 rows, 880 answers) go through the frozen 29 layers
-  # once (`train.cache_lower_layers`, ~3.5 min here); then 10 passes over them train the top
-  # layer (~0.2 s a step). The letter distribution at each answer slot is the whole loss
+  # once (`train.cache_lower_layers`); then 10 passes over them train the top layer, which runs
+  # at the answer slots only. The letter distribution at each answer slot is the whole loss
   # (option_kl; token_ce off), so logits are needed at the <= 16 answer slots of a row only.
-  # Few, repeated passes matter: the answer prior every question shares is learnt within the
-  # first pass, the question-specific answers only over several (tools/answer_features.py).
+  # Several passes over the same answers matter: the answer prior every question shares is learnt
+  # within the first pass, the question-specific answers only over several
+  # (tools/answer_features.py; README, "How the recipe was found").
   config.stage2 = ml_collections.ConfigDict({
       "data": {"train": f"{GSS2018}/task4/individual/train.json", "eval": ""},
       "train": {"epochs": 10, "lr": 3e-3, "cache_lower_layers": 30, "loss_positions": 16},
