@@ -58,8 +58,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.adam_eps = 1e-8
   c.train.microbatches = 1
   c.train.loss_positions = 0             # > 0: logits only at this many loss-read positions per row
-  c.train.cache_lower_layers = 0         # > 0 (with lora.train_top_layers): this many batches, their frozen
-                                         # lower layers run once; steps (or epochs) cycle over them
+  c.train.cache_lower_layers = 0         # > 0 (with lora.train_top_layers): this many batches
+                                         # through the frozen layers once; steps cycle over them
   c.train.full_finetune = False
   c.train.log_every = 10
   c.train.eval_every = 0                 # 0 = only at the end

@@ -58,9 +58,11 @@ class Attention(nn.Module):
     h, kv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
     if query_index is not None and self.decode:
       raise ValueError("query_index is for full passes, not decode=True")
-    gather = (lambda a: a) if query_index is None else (
-        lambda a: jnp.take_along_axis(a, query_index.reshape(query_index.shape + (1,) * (a.ndim - 2)),
-                                      axis=1))
+    def gather(a):   # [B, T, ...] -> [B, R, ...] at the query slots
+      if query_index is None:
+        return a
+      index = query_index.reshape(query_index.shape + (1,) * (a.ndim - 2))
+      return jnp.take_along_axis(a, index, axis=1)
     q = proj((h, d), ("embed", "heads", "head_dim"), "q_proj",
              use_bias=cfg.attention_bias)(gather(x))
     k = proj((kv, d), ("embed", "kv_heads", "head_dim"), "k_proj", use_bias=cfg.attention_bias)(x)

@@ -40,11 +40,12 @@ def check_rows(batch: Dict[str, np.ndarray], limit: int, where: str,
                  np.asarray(batch["option_positions"]) if "option_positions" in batch else None,
                  np, tokens).sum(axis=1)
   worst = int(need.argmax())
+  read = "answer tokens and answer slots" if tokens else "answer slots"
   if need[worst] > limit:
     raise LossPositionsError(
-        f"{where}: row {worst} has {int(need[worst])} positions that a loss reads ("
-        f"{'answer tokens and answer slots' if tokens else 'answer slots'}) but train.loss_positions is {limit}; raise it (or set 0 "
-        f"for logits at every position)")
+        f"{where}: row {worst} has {int(need[worst])} positions that a loss reads ({read}) "
+        f"but train.loss_positions is {limit}; raise it (or set 0 for logits at every "
+        f"position)")
 
 
 def select(batch: dict, limit: int, tokens: bool = True):
