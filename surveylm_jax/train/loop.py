@@ -110,11 +110,17 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
       residual_fn = jax.jit(fns.lower_residual, in_shardings=(trainable_sh, frozen_sh, batch_sh),
                             out_shardings=step_batch_sh[lower_cache.LOWER_RESIDUAL])
       trainable_now = state.trainable
+
+      def prepare(i, host):   # once per cached batch, not once per pass
+        if fns.loss_positions:
+          loss_positions.check_rows(host, fns.loss_positions, where=f"cached train batch {i + 1}",
+                                    tokens=fns.reads_tokens)
+        return sharding.shard_host_batch(host, mesh)
       cache = lower_cache.LowerLayerCache.build(
           (data.local_rows(b) for b in train_iter), cache_count,
-          lambda host: residual_fn(trainable_now, frozen, sharding.shard_host_batch(host, mesh)),
-          seed=config.seed)
-      print(f"lower-layer cache: {len(cache)} batches ({cache.answer_slots()} answer slots), "
+          lambda batch: residual_fn(trainable_now, frozen, batch), seed=config.seed,
+          prepare=prepare)
+      print(f"lower-layer cache: {len(cache)} batches ({cache.answer_slots} answer slots), "
             f"layers 0..{fns.split_layer - 1} run once ({cache.nbytes() / 2**20:.0f} MiB of "
             "residual streams)", flush=True)
 
@@ -128,13 +134,14 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
     final: Dict[str, float] = {}
     try:
       while step < total_steps:
-        batch = cache.host_batch(step) if cache else data.local_rows(next(train_iter))
-        if fns.loss_positions:
-          loss_positions.check_rows(batch, fns.loss_positions, where=f"train batch {step + 1}",
-                                    tokens=fns.reads_tokens)
-        batch = sharding.shard_host_batch(batch, mesh)
         if cache:
-          batch = lower_cache.with_residual(batch, cache.residual(step))
+          batch = cache.batch(step)
+        else:
+          batch = data.local_rows(next(train_iter))
+          if fns.loss_positions:
+            loss_positions.check_rows(batch, fns.loss_positions, where=f"train batch {step + 1}",
+                                      tokens=fns.reads_tokens)
+          batch = sharding.shard_host_batch(batch, mesh)
         state, metrics = train_step(state, frozen, batch, rng)
         step += 1
         host = _host_metrics(metrics)

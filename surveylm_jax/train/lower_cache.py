@@ -21,7 +21,7 @@ from typing import Callable, Iterator, List
 import jax
 import numpy as np
 
-from surveylm_jax.train.step import LOWER_RESIDUAL  # noqa: F401  (re-exported for the loop)
+from surveylm_jax.train.step import LOWER_RESIDUAL
 
 
 class LowerCacheError(ValueError):
@@ -46,25 +46,32 @@ def check_config(config, split_layer: int) -> int:
 
 
 class LowerLayerCache:
-  """Host batches with their lower-layer residual streams, replayed in a per-pass shuffled order."""
+  """Step-ready batches with their lower-layer residual streams, replayed in a per-pass shuffled
+  order."""
 
-  def __init__(self, batches: List[dict], residuals: list, seed: int):
+  def __init__(self, batches: List[dict], residuals: list, seed: int, answer_slots: int = 0):
     if not batches or len(batches) != len(residuals):
       raise LowerCacheError(f"{len(batches)} batches but {len(residuals)} residual streams")
     self.batches, self.residuals, self.seed = batches, residuals, int(seed)
+    self.answer_slots = int(answer_slots)
 
   @classmethod
   def build(cls, stream: Iterator[dict], count: int, residual_fn: Callable[[dict], object],
-            seed: int, printer=print, every: float = 10.0) -> "LowerLayerCache":
-    """Takes `count` host batches from `stream` and runs `residual_fn` on each once."""
-    batches, residuals = [], []
+            seed: int, prepare: Callable[[int, dict], dict] = lambda i, b: b, printer=print,
+            every: float = 10.0) -> "LowerLayerCache":
+    """Takes `count` host batches from `stream`; each is prepared once (`prepare(i, host)`:
+    checked and placed on the devices) and run through `residual_fn` once."""
+    batches, residuals, slots = [], [], 0
     start = last = time.time()
     for i in range(count):
       try:
-        batch = next(stream)
+        host = next(stream)
       except StopIteration:
         raise LowerCacheError(f"train.cache_lower_layers={count}: the training stream ended "
                               f"after {i} batches") from None
+      if "option_positions" in host:
+        slots += int(np.sum(np.asarray(host["option_positions"]) >= 0))
+      batch = prepare(i, host)
       batches.append(batch)
       # Wait for each result: the progress line should time the work, not its dispatch.
       residuals.append(jax.block_until_ready(residual_fn(batch)))
@@ -74,7 +81,7 @@ class LowerLayerCache:
         rate = (i + 1) / max(now - start, 1e-9)
         printer(f"[lower-layer cache] {i + 1}/{count} batches, ~{(count - i - 1) / rate:.0f}s "
                 "left", flush=True)
-    return cls(batches, residuals, seed)
+    return cls(batches, residuals, seed, slots)
 
   def __len__(self) -> int:
     return len(self.batches)
@@ -85,20 +92,10 @@ class LowerLayerCache:
     order = np.random.default_rng([self.seed, step // n]).permutation(n)
     return int(order[step % n])
 
-  def host_batch(self, step: int) -> dict:
-    return self.batches[self.index(step)]
-
-  def residual(self, step: int):
-    return self.residuals[self.index(step)]
-
-  def answer_slots(self) -> int:
-    """Answer slots (survey answers) in the cached batches."""
-    return int(sum(np.sum(np.asarray(b["option_positions"]) >= 0) for b in self.batches
-                   if "option_positions" in b))
+  def batch(self, step: int) -> dict:
+    """The batch of step `step` with its residual stream under `LOWER_RESIDUAL`."""
+    i = self.index(step)
+    return dict(self.batches[i], **{LOWER_RESIDUAL: self.residuals[i]})
 
   def nbytes(self) -> int:
     return int(sum(np.prod(r.shape) * r.dtype.itemsize for r in self.residuals))
-
-
-def with_residual(batch: dict, residual) -> dict:
-  return dict(batch, **{LOWER_RESIDUAL: residual})

@@ -47,7 +47,7 @@ def test_step_on_cached_residual_equals_the_split_step(task4_files):
   residual = jax.jit(fns.lower_residual)(state.trainable, params, batch)
   assert residual.shape == batch["input_ids"].shape + (model.config.hidden_size,)
   cached_state, cached = jax.jit(lambda s, b: train_step(fns, s, params, b, rng))(
-      state, lower_cache.with_residual(batch, residual))
+      state, lower_cache.LowerLayerCache([batch], [residual], seed=0).batch(0))
   assert abs(float(plain["loss"]) - float(cached["loss"])) <= 1e-6
   assert abs(float(plain["grad_norm"]) - float(cached["grad_norm"])) <= 1e-6
   diffs = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))),
