@@ -5,18 +5,14 @@ the assistant turn) we read p(letter) for every option, summing the token varian
 ("A" and " A"), renormalise over the options and keep the total mass that fell on option letters
 (low mass says the model wanted to write something else).
 
-Prefix reuse: prompts that share a prefix (one respondent's background asked many questions, one
-group profile asked many questions) are packed into rows where the shared prefix appears once and
-each prompt's own suffix follows it as a segment that reads the prefix and itself only
-(`prefix_segment_ids` of the model), with positions continuing from the prefix's end: every
-suffix gets exactly the logits of a plain forward pass over its whole prompt, and the prefix is
-computed once per row instead of once per prompt. Groups are given by the caller as
-`prefix_keys` (any hashable per prompt, None = no sharing); within a group the prefix is the
-longest common *token* prefix, so it is exact whatever the tokenizer does at text boundaries.
+Prefix reuse (`prefix_keys`): the tokens every prompt starts with run once, each group's shared
+prefix (one respondent's background asked many questions, one group profile asked many
+questions) runs once reading them, and the groups' question suffixes are packed into rows that
+read both as a key/value context (`inference.prefix_plan`, `models.KVContext`). Every suffix
+gets exactly the logits of a plain forward pass over its whole prompt.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import functools
 import time
@@ -26,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from surveylm_jax.data.prefix_packing import common_prefix_length
+from surveylm_jax.inference import prefix_plan
 from surveylm_jax.models.transformer import Transformer
 
 LETTER_VARIANTS = ("{}", " {}")   # "A" right after the assistant header, or " A" after a space
@@ -91,12 +87,24 @@ def _score_full(model, params, ids, mask, last, cand_ids, cand_valid):
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
-def _score_packed(model, params, ids, mask, segments, prefix_segments, positions, reads,
-                  cand_ids, cand_valid):
-  """Shared-prefix packed rows [R, L]; reads [R, P] index each question's last token."""
+def _context_pass(model, params, ids, mask, positions, context):
+  """Keys and values of prefix rows [G, L], each reading `context` (batch 1, or None) first;
+  returns the context its rows' suffixes read: `context` followed by the rows' own tokens."""
+  if context is not None:
+    context = context.rows(jnp.zeros((ids.shape[0],), jnp.int32))
+  _, own = model.apply({"params": params}, ids, attention_mask=mask, position_ids=positions,
+                       context=context, return_residual=True, return_kv=True)
+  return own if context is None else context.extend(own)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _score_suffix_rows(model, params, ids, mask, segments, positions, reads, context, row_group,
+                       cand_ids, cand_valid):
+  """Packed suffix rows [R, L] reading `context` row `row_group[r]`; reads [R, P] index each
+  prompt's last token."""
+  context = None if context is None else context.rows(row_group)
   logits = model.apply({"params": params}, ids, attention_mask=mask, segment_ids=segments,
-                       prefix_segment_ids=prefix_segments, position_ids=positions,
-                       logit_positions=reads)
+                       position_ids=positions, context=context, logit_positions=reads)
   r, p = reads.shape
   return _option_log_probs(logits.reshape(r * p, -1), cand_ids, cand_valid).reshape(r, p, -1)
 
@@ -137,28 +145,6 @@ def _to_scores(log_probs: np.ndarray, k: int) -> OptionScores:
   return OptionScores(probs=probs, option_mass=mass, log_probs=log_probs)
 
 
-@dataclasses.dataclass
-class _Group:
-  prefix: list
-  rows: list          # [(prompt index, suffix tokens)]
-
-
-def _make_groups(prompt_ids, prefix_keys):
-  by_key = collections.OrderedDict()
-  for i, key in enumerate(prefix_keys):
-    by_key.setdefault(("__alone__", i) if key is None else ("key", key), []).append(i)
-  groups = []
-  for members in by_key.values():
-    seqs = [prompt_ids[i] for i in members]
-    # Every member keeps >= 1 own token: the answer is read at its last token.
-    n = min(common_prefix_length(seqs), min(len(s) for s in seqs) - 1)
-    if n < 1:  # nothing shared: each prompt is its own group, all but its last token as prefix
-      groups.extend(_Group(list(prompt_ids[i][:-1]), [(i, list(prompt_ids[i][-1:]))]) for i in members)
-      continue
-    groups.append(_Group(list(seqs[0][:n]), [(i, list(prompt_ids[i][n:])) for i in members]))
-  return groups
-
-
 def score_options(model: Transformer, params, prompt_ids: Sequence[Sequence[int]],
                   option_ids: Sequence[Sequence[Sequence[int]]], *,
                   prefix_keys: Optional[Sequence[Optional[Hashable]]] = None,
@@ -175,8 +161,8 @@ def score_options(model: Transformer, params, prompt_ids: Sequence[Sequence[int]
       None for all = one plain forward pass per prompt, no cache.
     batch_size: prompts per forward pass (plain path, without prefix keys).
     length_step: sequence lengths are padded up to a multiple of this, so few shapes compile.
-    pack_length: with prefix keys, tokens per packed row: each shared prefix appears once per row,
-      followed by its questions; a group that overflows a row repeats its prefix in the next.
+    pack_length: with prefix keys, question tokens per packed row (one group's questions, read
+      after the keys and values of the root and the group's prefix).
     pack_rows: packed rows per forward pass.
     progress: called as progress(done, total) after every batch.
   Returns:
@@ -210,90 +196,85 @@ def score_options(model: Transformer, params, prompt_ids: Sequence[Sequence[int]
         progress(done, n)
     return results
 
-  rows = _pack_groups(_make_groups(prompt_ids, prefix_keys), pack_length)
-  length = _bucket(max(r.length for r in rows), length_step)
-  for start in range(0, len(rows), pack_rows):
-    batch = rows[start:start + pack_rows]
-    done += _score_rows(model, params, batch, option_ids, results, _pow2(len(batch), pack_rows),
-                        length)
-    if progress:
-      progress(done, n)
+  plan = prefix_plan.make_plan(prompt_ids, prefix_keys, pack_length)
+  _score_plan(model, params, plan, option_ids, results, length_step=length_step,
+              pack_rows=pack_rows, progress=progress, total=n)
   return results
 
 
-@dataclasses.dataclass
-class _Row:
-  """One packed row: blocks of (prefix, questions), each question reading the prefix before it."""
-  ids: list = dataclasses.field(default_factory=list)
-  segments: list = dataclasses.field(default_factory=list)
-  prefix_segments: list = dataclasses.field(default_factory=list)
-  positions: list = dataclasses.field(default_factory=list)
-  reads: list = dataclasses.field(default_factory=list)     # [(token index, prompt index)]
-
-  @property
-  def length(self) -> int:
-    return len(self.ids)
-
-  def add(self, tokens, position0: int, prefix_segment: int) -> int:
-    segment = (self.segments[-1] if self.segments else 0) + 1
-    self.ids.extend(tokens)
-    self.segments.extend([segment] * len(tokens))
-    self.prefix_segments.extend([prefix_segment] * len(tokens))
-    self.positions.extend(range(position0, position0 + len(tokens)))
-    return segment
-
-
-def _pack_groups(groups, pack_length: int) -> list:
-  """Streams groups into rows of at most `pack_length` tokens (longer only when one prefix and one
-  question alone exceed it). A group that does not fit in the rest of a row continues in the next
-  row with its prefix repeated, so rows stay nearly full."""
-  rows, row = [], _Row()
-  for group in groups:
-    pending = list(group.rows)
-    while pending:
-      need = len(group.prefix) + len(pending[0][1])
-      if row.length and row.length + need > pack_length:
-        rows.append(row)
-        row = _Row()
-      prefix_segment = row.add(group.prefix, 0, 0)
-      while pending and (row.length + len(pending[0][1]) <= pack_length or
-                         row.segments[-1] == prefix_segment):
-        i, suffix = pending.pop(0)
-        row.add(suffix, len(group.prefix), prefix_segment)
-        row.reads.append((row.length - 1, i))
-  if row.length:
-    rows.append(row)
-  return rows
+def _score_plan(model, params, plan: prefix_plan.Plan, option_ids, results, *, length_step: int,
+                pack_rows: int, progress, total: int):
+  """Runs `plan`: the root once, then chunks of groups -- their prefixes in one pass, their
+  suffix rows `pack_rows` at a time. Chunks keep only a few groups' keys and values alive."""
+  root = None
+  if plan.root:
+    width = _bucket(len(plan.root), length_step)
+    ids, mask, _ = _pad_rows([plan.root], 1, width)
+    root = _context_pass(model, params, ids, mask, np.arange(width, dtype=np.int32)[None], None)
+  done, chunk, chunk_rows = 0, [], 0
+  for g, group in enumerate(plan.groups):
+    chunk.append(group)
+    chunk_rows += len(group.rows)
+    if chunk_rows >= pack_rows or g == len(plan.groups) - 1:
+      done += _score_chunk(model, params, plan, chunk, root, option_ids, results, length_step,
+                           pack_rows)
+      chunk, chunk_rows = [], 0
+      if progress:
+        progress(done, total)
+  return done
 
 
-def _score_rows(model, params, batch, option_ids, results, rows: int, length: int) -> int:
-  """Scores a batch of packed rows, padded to `rows` x `length`."""
-  reads = _pow2(max(len(r.reads) for r in batch), 1 << 30)
+def _score_chunk(model, params, plan, chunk, root, option_ids, results, length_step, pack_rows):
+  start = len(plan.root)
+  context = root
+  if any(g.prefix for g in chunk):
+    groups = _pow2(len(chunk), 1)
+    width = _bucket(max(len(g.prefix) for g in chunk), length_step)
+    ids, mask, _ = _pad_rows([g.prefix for g in chunk], groups, width)
+    positions = np.broadcast_to(np.arange(start, start + width, dtype=np.int32), ids.shape)
+    context = _context_pass(model, params, ids, mask, positions, root)
+  rows = [(c, row) for c, g in enumerate(chunk) for row in g.rows]
+  rows.sort(key=lambda r: -sum(len(s.tokens) for s in r[1]))   # similar lengths share a batch
+  done = 0
+  for b in range(0, len(rows), pack_rows):
+    batch = rows[b:b + pack_rows]
+    done += _score_rows(model, params, batch, [start + len(g.prefix) for g in chunk], context,
+                        option_ids, results, _pow2(len(batch), 1), length_step)
+  return done
+
+
+def _score_rows(model, params, batch, starts, context, option_ids, results, rows: int,
+                length_step: int) -> int:
+  """Scores a batch of (chunk group, suffix row) padded to `rows` rows."""
+  length = _bucket(max(sum(len(s.tokens) for s in row) for _, row in batch), length_step)
+  reads = _pow2(max(len(row) for _, row in batch), 1 << 30)
   arrays = {k: np.zeros((rows, length), np.int32)
-            for k in ("ids", "mask", "segments", "prefix_segments", "positions")}
+            for k in ("ids", "mask", "segments", "positions")}
   read_at = np.zeros((rows, reads), np.int32)
-  prompts = []
-  for b, row in enumerate(batch):
-    n = row.length
-    arrays["ids"][b, :n] = row.ids
-    arrays["mask"][b, :n] = 1
-    arrays["segments"][b, :n] = row.segments
-    arrays["prefix_segments"][b, :n] = row.prefix_segments
-    arrays["positions"][b, :n] = row.positions
-    for j, (at, i) in enumerate(row.reads):
-      read_at[b, j] = at
-    prompts.append([i for _, i in row.reads] + [None] * (reads - len(row.reads)))
-  prompts += [[None] * reads] * (rows - len(batch))
+  row_group = np.zeros((rows,), np.int32)
+  prompts = [[None] * reads for _ in range(rows)]
+  for r, (c, row) in enumerate(batch):
+    row_group[r] = c
+    at = 0
+    for j, suffix in enumerate(row):
+      n = len(suffix.tokens)
+      arrays["ids"][r, at:at + n] = suffix.tokens
+      arrays["mask"][r, at:at + n] = 1
+      arrays["segments"][r, at:at + n] = j + 1
+      arrays["positions"][r, at:at + n] = np.arange(starts[c], starts[c] + n)
+      at += n
+      read_at[r, j] = at - 1
+      prompts[r][j] = suffix.prompt
   flat = [p for row_prompts in prompts for p in row_prompts]
   cand_ids, cand_valid = _candidates([option_ids[i] if i is not None else [(0,)] for i in flat],
                                      rows * reads)
-  out = np.asarray(_score_packed(model, params, arrays["ids"], arrays["mask"], arrays["segments"],
-                                 arrays["prefix_segments"], arrays["positions"], read_at,
-                                 cand_ids, cand_valid)).reshape(rows * reads, -1)
+  out = np.asarray(_score_suffix_rows(model, params, arrays["ids"], arrays["mask"],
+                                      arrays["segments"], arrays["positions"], read_at, context,
+                                      row_group, cand_ids, cand_valid)).reshape(rows * reads, -1)
   for r, i in enumerate(flat):
     if i is not None:
       results[i] = _to_scores(out[r], len(option_ids[i]))
-  return sum(len(r.reads) for r in batch)
+  return sum(len(row) for _, row in batch)
 
 
 class ProgressLine:

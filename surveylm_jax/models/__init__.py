@@ -5,12 +5,12 @@ from surveylm_jax.models.hf_io import (CheckpointError, load_pretrained, params_
                                        save_pretrained, tensors_from_params)
 from surveylm_jax.models import flops, safetensors_io
 from surveylm_jax.models.safetensors_io import SafetensorsError
-from surveylm_jax.models.transformer import (Transformer, abstract_params, init_cache,
+from surveylm_jax.models.transformer import (KVContext, Transformer, abstract_params, init_cache,
                                              init_params, logical_axes, positions_from_mask)
 
 __all__ = [
     "SUPPORTED_MODEL_TYPES", "ModelConfig", "ModelConfigError", "config_from_hf_dict",
     "load_config", "CheckpointError", "SafetensorsError", "load_pretrained", "save_pretrained",
-    "params_from_tensors", "tensors_from_params", "Transformer", "abstract_params", "init_cache",
-    "init_params", "logical_axes", "positions_from_mask",
+    "params_from_tensors", "tensors_from_params", "KVContext", "Transformer", "abstract_params",
+    "init_cache", "init_params", "logical_axes", "positions_from_mask",
 ]

@@ -11,11 +11,16 @@ besides its own (0 = none). A respondent's background packed once as segment 1, 
 questions as segments 2, 3, ... each with prefix segment 1 (and positions continuing from the end
 of the background), gives every question exactly the logits it has when the background is
 repeated in front of it, at a fraction of the tokens.
+
+Key/value reuse: `return_kv=True` also returns the keys and values a pass computed (after RoPE,
+every layer) as a `KVContext`; handed back as `context=`, every query of a later pass reads those
+slots in front of its own keys. A prompt prefix shared by many prompts is run once and its keys
+and values serve them all (`inference.scoring`).
 """
 from __future__ import annotations
 
 import functools
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -40,6 +45,31 @@ REMAT_POLICIES = {
 }
 
 
+class KVContext(NamedTuple):
+  """Keys and values of tokens run in an earlier pass, readable by every query of a later one.
+
+  keys, values: [layers, B, S, kv_heads, head_dim], after RoPE (as the layers computed them).
+  positions: [B, S] their position ids; mask: [B, S] 1 where a slot holds a real token.
+  The later pass's own tokens continue the positions (a prompt's suffix after its prefix).
+  """
+  keys: jax.Array
+  values: jax.Array
+  positions: jax.Array
+  mask: jax.Array
+
+  def rows(self, index) -> "KVContext":
+    """The context of batch rows `index` (e.g. each packed row's own respondent)."""
+    return KVContext(self.keys[:, index], self.values[:, index], self.positions[index],
+                     self.mask[index])
+
+  def extend(self, later: "KVContext") -> "KVContext":
+    """This context followed by `later` (same batch): a shared prefix, then a row's own part."""
+    cat = functools.partial(jnp.concatenate, axis=2)
+    return KVContext(cat([self.keys, later.keys]), cat([self.values, later.values]),
+                     jnp.concatenate([self.positions, later.positions], axis=1),
+                     jnp.concatenate([self.mask, later.mask], axis=1))
+
+
 class Attention(nn.Module):
   config: ModelConfig
   decode: bool = False
@@ -49,15 +79,17 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x, positions, key_mask, segment_ids, prefix_segment_ids, window,
-               query_index=None):
+               query_index=None, context_kv=None, context_slots=None):
     """`query_index` [B, R]: queries only at these row slots (keys and values over the whole
-    row); the output is then [B, R, E]."""
+    row); the output is then [B, R, E]. `context_kv` (keys, values) [B, S, kv, d] with
+    `context_slots` (positions, mask) [B, S]: earlier tokens every query may read (within the
+    sliding window). Returns (output, (k, v) of this pass's tokens after RoPE)."""
     cfg = self.config
     proj = functools.partial(projection, cfg, lora_scale=self.lora_scale,
                              lora_dropout=self.lora_dropout, deterministic=self.deterministic)
     h, kv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-    if query_index is not None and self.decode:
-      raise ValueError("query_index is for full passes, not decode=True")
+    if (query_index is not None or context_kv is not None) and self.decode:
+      raise ValueError("query_index and context are for full passes, not decode=True")
     def gather(a):   # [B, T, ...] -> [B, R, ...] at the query slots
       if query_index is None:
         return a
@@ -74,6 +106,7 @@ class Attention(nn.Module):
     q_positions = gather(positions)
     q = apply_rope(q, q_positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
+    own_kv = (k, v)
 
     batch, length = q.shape[0], q.shape[1]
     offset = 0
@@ -110,6 +143,13 @@ class Attention(nn.Module):
         same = same | ((q_prefix[:, :, None] == segment_ids[:, None, :])
                        & (q_prefix[:, :, None] != 0))
       mask = mask & same
+    if context_kv is not None:
+      # Context slots precede every query of this pass: visible unless padding or out of window.
+      context_positions, context_mask = context_slots
+      near = q_positions[:, :, None] - context_positions[:, None, :] < window
+      mask = jnp.concatenate([near & context_mask[:, None, :].astype(bool), mask], axis=2)
+      k = jnp.concatenate([context_kv[0].astype(k.dtype), k], axis=1)
+      v = jnp.concatenate([context_kv[1].astype(v.dtype), v], axis=1)
 
     groups = h // kv
     qg = q.reshape(batch, length, kv, groups, d)
@@ -118,7 +158,8 @@ class Attention(nn.Module):
     scores = jnp.where(mask[:, None, None], scores, _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(batch, length, h, d)
-    return proj((cfg.hidden_size,), ("heads", "head_dim", "embed"), "o_proj", in_axes=2)(out)
+    out = proj((cfg.hidden_size,), ("heads", "head_dim", "embed"), "o_proj", in_axes=2)(out)
+    return out, own_kv
 
 
 class MLP(nn.Module):
@@ -145,24 +186,26 @@ class DecoderLayer(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x, window, positions, key_mask, segment_ids, prefix_segment_ids,
-               query_index=None):
-    """(x after the layer, None); with `query_index` [B, R]: (x unchanged, the layer's output
-    at those row slots only [B, R, E]) -- the last layer of a stack whose logits are read at
-    a few positions needs no output anywhere else."""
+  def __call__(self, x, window, context_kv, positions, key_mask, segment_ids, prefix_segment_ids,
+               query_index=None, context_slots=None):
+    """(x after the layer, (None, kv)); with `query_index` [B, R]: (x unchanged, (the layer's
+    output at those row slots only [B, R, E], kv)) -- the last layer of a stack whose logits
+    are read at a few positions needs no output anywhere else. kv: this layer's keys and
+    values of the pass's tokens (dropped by XLA unless the caller keeps them)."""
     cfg = self.config
     lora = dict(lora_scale=self.lora_scale, lora_dropout=self.lora_dropout,
                 deterministic=self.deterministic)
     h = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype, name="input_layernorm")(x)
-    attn = Attention(cfg, decode=self.decode, name="self_attn", **lora)(
-        h, positions, key_mask, segment_ids, prefix_segment_ids, window, query_index)
+    attn, kv = Attention(cfg, decode=self.decode, name="self_attn", **lora)(
+        h, positions, key_mask, segment_ids, prefix_segment_ids, window, query_index,
+        context_kv, context_slots)
     y = x if query_index is None else jnp.take_along_axis(x, query_index[..., None], axis=1)
     y = y + attn
     h = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype,
                 name="post_attention_layernorm")(y)
     y = y + MLP(cfg, name="mlp", **lora)(h)
     y = nn.with_logical_constraint(y, ("activation_batch", "activation_length", "activation_embed"))
-    return (y, None) if query_index is None else (x, y)
+    return (y, (None, kv)) if query_index is None else (x, (y, kv))
 
 
 def positions_from_mask(attention_mask=None, segment_ids=None, length: Optional[int] = None):
@@ -189,12 +232,15 @@ class Transformer(nn.Module):
   def __call__(self, input_ids, attention_mask=None, position_ids=None, segment_ids=None,
                decode: bool = False, deterministic: bool = True, return_hidden: bool = False,
                prefix_segment_ids=None, residual_in=None, return_residual: bool = False,
-               logit_positions=None):
+               logit_positions=None, context: Optional[KVContext] = None,
+               return_kv: bool = False):
     """`residual_in` [B, T, E] replaces the token embeddings (the residual stream handed over by
     the layers below, see `models.layer_split`); `return_residual` stops after the layers, before
     the final norm. `return_hidden` returns the normed hidden states instead of logits.
     `logit_positions` [B, R] computes logits at those positions only ([B, R, V]): the vocabulary
-    projection is a large share of a small model's step, and a loss may read few positions."""
+    projection is a large share of a small model's step, and a loss may read few positions.
+    `context` (a `KVContext`, batch B) is read by every query in front of its own keys;
+    `return_kv` returns (output, KVContext of this pass's tokens) instead of the output."""
     cfg = self.config
     batch, length = input_ids.shape
     if prefix_segment_ids is not None and (segment_ids is None or position_ids is None):
@@ -202,6 +248,13 @@ class Transformer(nn.Module):
                        "question's positions continue from the end of its shared prefix)")
     if prefix_segment_ids is not None and decode:
       raise ValueError("prefix_segment_ids is for packed full passes, not decode=True")
+    if (context is not None or return_kv) and decode:
+      raise ValueError("context and return_kv are for full passes; decode=True keeps its own cache")
+    if context is not None and position_ids is None:
+      raise ValueError("a pass reading a context needs explicit position_ids (its tokens "
+                       "continue the context's positions)")
+    if context is not None and context.keys.shape[1] != batch:
+      raise ValueError(f"context has batch {context.keys.shape[1]}, the input has {batch}")
     compute = jnp_dtype(cfg.dtype)
     embed = nn.Embed(cfg.vocab_size, cfg.hidden_size, dtype=compute,
                      param_dtype=jnp_dtype(cfg.param_dtype),
@@ -241,29 +294,35 @@ class Transformer(nn.Module):
         layer_cls,
         variable_axes={"params": 0, "lora": 0, "cache": 0},
         split_rngs={"params": True, "dropout": True},
-        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+        in_axes=(0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast,
+                 nn.broadcast),
         length=cfg.num_hidden_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
-    x, at_queries = stack(cfg, decode=decode, lora_scale=self.lora_scale,
-                          lora_dropout=self.lora_dropout, deterministic=deterministic,
-                          name="layers")(x, windows, position_ids, attention_mask, segment_ids,
-                                         prefix_segment_ids, query_index)
+    context_kv = None if context is None else (context.keys, context.values)
+    context_slots = None if context is None else (context.positions, context.mask)
+    x, (at_queries, kv) = stack(cfg, decode=decode, lora_scale=self.lora_scale,
+                                lora_dropout=self.lora_dropout, deterministic=deterministic,
+                                name="layers")(x, windows, context_kv, position_ids,
+                                               attention_mask, segment_ids, prefix_segment_ids,
+                                               query_index, context_slots)
+    own = KVContext(kv[0], kv[1], position_ids, attention_mask) if return_kv else None
+    with_kv = (lambda out: (out, own)) if return_kv else (lambda out: out)
     if return_residual:
-      return x
+      return with_kv(x)
     if query_index is not None:
       x = at_queries[0]                                   # [B, R, E]: already at the positions
     x = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype, name="norm")(x)
     if return_hidden:
-      return x
+      return with_kv(x)
     if logit_positions is not None and query_index is None:
       x = jnp.take_along_axis(x, logit_positions[..., None], axis=1)
     if cfg.tie_word_embeddings:
       kernel = embed.embedding.T
     else:
       kernel = LMHead(cfg, name="lm_head")()
-    return jnp.einsum("bte,ev->btv", x, kernel.astype(compute),
-                      preferred_element_type=jnp.float32)
+    return with_kv(jnp.einsum("bte,ev->btv", x, kernel.astype(compute),
+                              preferred_element_type=jnp.float32))
 
 
 class LMHead(nn.Module):

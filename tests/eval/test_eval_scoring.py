@@ -1,10 +1,11 @@
-"""Option scoring: shared-prefix packing gives the same numbers as a plain forward pass."""
+"""Option scoring: shared-prefix reuse (root, group prefixes, packed suffix rows reading their
+keys and values) gives the same numbers as a plain forward pass."""
 import jax
 import numpy as np
 import pytest
 
 from surveylm_jax import models
-from surveylm_jax.inference import scoring
+from surveylm_jax.inference import prefix_plan, scoring
 
 
 @pytest.fixture(scope="module")
@@ -36,15 +37,17 @@ def _reference_log_probs(model, params, prompts, options):
 
 
 def _prompts(rng):
-  """Three 'respondents' (shared backgrounds) with 2-4 questions each, plus two loners."""
+  """Three 'respondents' (shared backgrounds after a common instruction) with 2-4 questions
+  each, plus two loners that share only the instruction."""
   prompts, keys = [], []
+  instruction = list(rng.integers(3, 97, size=7))
   for r in range(3):
-    background = list(rng.integers(3, 97, size=int(rng.integers(5, 30))))
+    background = instruction + list(rng.integers(3, 97, size=int(rng.integers(5, 30))))
     for _ in range(int(rng.integers(2, 5))):
       prompts.append(background + list(rng.integers(3, 97, size=int(rng.integers(1, 20)))))
       keys.append(f"respondent{r}")
   for _ in range(2):
-    prompts.append(list(rng.integers(3, 97, size=int(rng.integers(2, 25)))))
+    prompts.append(instruction + list(rng.integers(3, 97, size=int(rng.integers(2, 25)))))
     keys.append(None)
   options = [[(10 + k, 40 + k) for k in range(int(rng.integers(2, 6)))]
              for _ in prompts]
@@ -54,11 +57,14 @@ def _prompts(rng):
 def test_prefix_reuse_matches_full_forward(tiny):
   model, params = tiny
   prompts, keys, options = _prompts(np.random.default_rng(0))
-  # Short rows: groups overflow into the next row (prefix repeated) and rows hold several groups.
+  # Short rows: groups take several rows and batches span groups (each row reads its own).
   shared = scoring.score_options(model, params, prompts, options, prefix_keys=keys,
-                                 batch_size=2, length_step=32, pack_length=48, pack_rows=2)
-  rows = scoring._pack_groups(scoring._make_groups(prompts, keys), 48)
-  assert len(rows) > 2 and any(len({s for s in r.prefix_segments if s}) > 1 for r in rows)
+                                 batch_size=2, length_step=32, pack_length=30, pack_rows=3)
+  plan = prefix_plan.make_plan(prompts, keys, 30)
+  assert len(plan.root) == 7 and [bool(g.prefix) for g in plan.groups] == [True] * 3 + [False]
+  assert any(len(g.rows) > 1 for g in plan.groups)
+  counts = plan.token_counts()
+  assert counts["prompts"] == len(prompts) and counts["computed"] < counts["whole_prompts"]
   plain = scoring.score_options(model, params, prompts, options, batch_size=2, length_step=32)
   refs = _reference_log_probs(model, params, prompts, options)
   for p, o, s, f, ref in zip(prompts, options, shared, plain, refs):
@@ -68,6 +74,22 @@ def test_prefix_reuse_matches_full_forward(tiny):
     np.testing.assert_allclose(s.probs.sum(), 1.0, atol=1e-9)
     assert s.option_mass == pytest.approx(np.exp(ref).sum(), rel=1e-4)
     assert s.probs.shape == (len(o),)
+
+
+def test_plan_without_a_shared_root_or_keys(tiny):
+  """No common first token: no root pass; no keys at all: one group, suffix rows only."""
+  model, params = tiny
+  prompts = [[5, 6, 7, 8], [9, 6, 7], [5, 6, 11, 12, 13]]
+  options = [[(20,), (21,)]] * 3
+  keys = ["a", None, "a"]
+  plan = prefix_plan.make_plan(prompts, keys, 16)
+  assert plan.root == [] and [g.prefix for g in plan.groups] == [[5, 6], []]
+  refs = _reference_log_probs(model, params, prompts, options)
+  for keys in (keys, ["x", "y", "z"]):
+    out = scoring.score_options(model, params, prompts, options, prefix_keys=keys,
+                                length_step=8, pack_length=16, pack_rows=2)
+    for s, ref in zip(out, refs):
+      np.testing.assert_allclose(s.log_probs, ref, rtol=1e-5, atol=2e-5)
 
 
 def test_group_where_one_prompt_is_the_common_prefix(tiny):
