@@ -104,9 +104,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.max_respondents = -1            # > 0: a seeded sample of test respondents (all their records)
   c.eval.group_prompts = True            # also score the group-prompt records directly
   c.eval.adapter = ""                    # a PEFT adapter folder merged into the model for eval
-  c.eval.prefix_reuse = True             # option scoring packs each shared prompt prefix once per row
-  c.eval.pack_length = 512               # tokens per shared-prefix packed row (scoring)
-  c.eval.pack_rows = 4                   # packed rows per forward pass (scoring)
+  c.eval.prefix_reuse = True             # option scoring runs shared prompt prefixes once (KV reuse)
+  c.eval.pack_length = 256               # question tokens per packed row (scoring)
+  c.eval.pack_rows = 8                   # packed rows per forward pass (scoring)
   c.eval.length_step = 16                # scoring pads lengths to multiples of this (few compiles)
   c.eval.max_new_tokens = 16             # generate read-out
   c.eval.max_new_tokens_text = 96        # tasks 1-3 (free text / JSON answers, always generated)

@@ -86,13 +86,19 @@ def make_plan(prompt_ids: Sequence[Sequence[int]], prefix_keys: Sequence[Optiona
 
 
 def _group(prefix, members, prompt_ids, shared: int, pack_length: int) -> Group:
-  rows, row, used = [], [], 0
-  for i in members:
-    tokens = tuple(prompt_ids[i][shared:])
-    if row and used + len(tokens) > pack_length:
-      rows.append(row)
-      row, used = [], 0
-    row.append(Suffix(i, tokens))
-    used += len(tokens)
-  rows.append(row)
-  return Group(prefix, rows)
+  """Packs the members' suffixes into as few rows as fit `pack_length`, longest first into the
+  least-filled row, so rows come out nearly equal in length (rows are padded to the longest
+  of their batch)."""
+  suffixes = [Suffix(i, tuple(prompt_ids[i][shared:])) for i in members]
+  total = sum(len(s.tokens) for s in suffixes)
+  rows = [[] for _ in range(max(1, -(-total // pack_length)))]
+  used = [0] * len(rows)
+  for suffix in sorted(suffixes, key=lambda s: -len(s.tokens)):
+    r = min(range(len(rows)), key=used.__getitem__)
+    if used[r] and used[r] + len(suffix.tokens) > pack_length:
+      rows.append([])
+      used.append(0)
+      r = len(rows) - 1
+    rows[r].append(suffix)
+    used[r] += len(suffix.tokens)
+  return Group(prefix, [sorted(row, key=lambda s: s.prompt) for row in rows if row])

@@ -235,11 +235,15 @@ def _score_chunk(model, params, plan, chunk, root, option_ids, results, length_s
     context = _context_pass(model, params, ids, mask, positions, root)
   rows = [(c, row) for c, g in enumerate(chunk) for row in g.rows]
   rows.sort(key=lambda r: -sum(len(s.tokens) for s in r[1]))   # similar lengths share a batch
+  # Batches of nearly equal size (not full batches and a small remainder): a pass over a
+  # handful of rows uses the cores poorly.
+  batches = -(-len(rows) // pack_rows)
+  size = -(-len(rows) // batches)
   done = 0
-  for b in range(0, len(rows), pack_rows):
-    batch = rows[b:b + pack_rows]
+  for b in range(0, len(rows), size):
+    batch = rows[b:b + size]
     done += _score_rows(model, params, batch, [start + len(g.prefix) for g in chunk], context,
-                        option_ids, results, _pow2(len(batch), 1), length_step)
+                        option_ids, results, len(batch), length_step)
   return done
 
 

@@ -70,6 +70,49 @@ class KVContext(NamedTuple):
                      jnp.concatenate([self.mask, later.mask], axis=1))
 
 
+class Visibility(NamedTuple):
+  """Which keys each query of a pass may read, built once per pass rather than once per layer.
+
+  visible: [B, Tq, S] causality, padding, packed segments and context slots -- everything but
+  the sliding window, which differs per layer and is applied from the positions.
+  """
+  visible: jax.Array
+  q_positions: jax.Array       # [B or 1, Tq]
+  k_positions: jax.Array       # [B or 1, S]
+
+
+def full_pass_visibility(position_ids, attention_mask, segment_ids=None, prefix_segment_ids=None,
+                         query_index=None, context: Optional[KVContext] = None) -> Visibility:
+  """The key visibility of a full (non-decode) pass; queries at `query_index` [B, R] if given.
+
+  A query reads keys at or before its row slot, not padding, of its own segment or its prefix
+  segment, and every real context slot. The window is measured in positions, so a question
+  packed after others is as far from its prefix as in its own prompt."""
+  length = position_ids.shape[1]
+  take = ((lambda a: a) if query_index is None
+          else (lambda a: jnp.take_along_axis(a, query_index, axis=1)))
+  q_slots = jnp.arange(length)[None] if query_index is None else query_index
+  k_slots = jnp.arange(length)
+  visible = ((k_slots[None, None, :] <= q_slots[:, :, None])
+             & attention_mask[:, None, :].astype(bool))
+  if segment_ids is not None:
+    q_segments = take(segment_ids)
+    same = q_segments[:, :, None] == segment_ids[:, None, :]
+    if prefix_segment_ids is not None:
+      q_prefix = take(prefix_segment_ids)
+      same = same | ((q_prefix[:, :, None] == segment_ids[:, None, :])
+                     & (q_prefix[:, :, None] != 0))
+    visible = visible & same
+  k_positions = position_ids
+  if context is not None:
+    slots = context.mask[:, None, :].astype(bool)
+    visible = jnp.concatenate(
+        [jnp.broadcast_to(slots, (visible.shape[0], visible.shape[1], slots.shape[2])), visible],
+        axis=2)
+    k_positions = jnp.concatenate([context.positions, position_ids], axis=1)
+  return Visibility(visible, take(position_ids), k_positions)
+
+
 class Attention(nn.Module):
   config: ModelConfig
   decode: bool = False
@@ -78,12 +121,13 @@ class Attention(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x, positions, key_mask, segment_ids, prefix_segment_ids, window,
-               query_index=None, context_kv=None, context_slots=None):
-    """`query_index` [B, R]: queries only at these row slots (keys and values over the whole
-    row); the output is then [B, R, E]. `context_kv` (keys, values) [B, S, kv, d] with
-    `context_slots` (positions, mask) [B, S]: earlier tokens every query may read (within the
-    sliding window). Returns (output, (k, v) of this pass's tokens after RoPE)."""
+  def __call__(self, x, positions, window, visibility=None, key_mask=None, query_index=None,
+               context_kv=None):
+    """Full passes: `visibility` from `full_pass_visibility`; `query_index` [B, R] computes
+    queries only at these row slots (keys and values over the whole row; output [B, R, E]);
+    `context_kv` (keys, values) [B, S, kv, d]: earlier tokens every query may read, in front of
+    this pass's keys. Decode: `key_mask` over the cache slots. Returns (output, (k, v) of this
+    pass's tokens after RoPE)."""
     cfg = self.config
     proj = functools.partial(projection, cfg, lora_scale=self.lora_scale,
                              lora_dropout=self.lora_dropout, deterministic=self.deterministic)
@@ -103,18 +147,17 @@ class Attention(nn.Module):
       q = RMSNorm(cfg.rms_norm_eps, "head_dim", cfg.dtype, cfg.param_dtype, name="q_norm")(q)
       k = RMSNorm(cfg.rms_norm_eps, "head_dim", cfg.dtype, cfg.param_dtype, name="k_norm")(k)
     inv_freq = rope_inv_freq(d, cfg.rope_theta, cfg.rope_scaling)
-    q_positions = gather(positions)
-    q = apply_rope(q, q_positions, inv_freq)
+    q = apply_rope(q, gather(positions), inv_freq)
     k = apply_rope(k, positions, inv_freq)
     own_kv = (k, v)
 
     batch, length = q.shape[0], q.shape[1]
-    offset = 0
     if self.decode:
       initialised = self.has_variable("cache", "cached_key")
       cached_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
       cached_v = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
       index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+      offset = 0
       if initialised:
         offset = index.value
         k = jax.lax.dynamic_update_slice(cached_k.value, k.astype(cached_k.value.dtype),
@@ -123,41 +166,32 @@ class Attention(nn.Module):
                                          (0, offset, 0, 0))
         cached_k.value, cached_v.value = k, v
         index.value = offset + length
-
-    # Row slot of every query [b or 1, t] and of every key [s].
-    q_index = (offset + jnp.arange(length))[None] if query_index is None else query_index
-    k_index = jnp.arange(k.shape[1])
-    visible = k_index[None, None, :] <= q_index[:, :, None]
-    if prefix_segment_ids is None:
-      visible = visible & (q_index[:, :, None] - k_index[None, None, :] < window)
-      mask = visible & key_mask[:, None, :].astype(bool)                    # [b, t, s]
-    else:
-      # A question packed after other questions sits further from its prefix in the row than in
-      # its own prompt: the sliding window counts distance in positions, not row slots.
-      near = q_positions[:, :, None] - positions[:, None, :] < window
-      mask = visible & near & key_mask[:, None, :].astype(bool)
-    if segment_ids is not None:
-      same = gather(segment_ids)[:, :, None] == segment_ids[:, None, :]
-      if prefix_segment_ids is not None:
-        q_prefix = gather(prefix_segment_ids)
-        same = same | ((q_prefix[:, :, None] == segment_ids[:, None, :])
-                       & (q_prefix[:, :, None] != 0))
-      mask = mask & same
-    if context_kv is not None:
-      # Context slots precede every query of this pass: visible unless padding or out of window.
-      context_positions, context_mask = context_slots
-      near = q_positions[:, :, None] - context_positions[:, None, :] < window
-      mask = jnp.concatenate([near & context_mask[:, None, :].astype(bool), mask], axis=2)
+      # Cache slots: a query at slot offset + t reads filled slots up to its own; the window
+      # counts slots.
+      q_slots = (offset + jnp.arange(length))[None]
+      k_slots = jnp.arange(k.shape[1])[None]
+      visibility = Visibility((k_slots[:, None, :] <= q_slots[:, :, None])
+                              & key_mask[:, None, :].astype(bool), q_slots, k_slots)
+    elif context_kv is not None:
       k = jnp.concatenate([context_kv[0].astype(k.dtype), k], axis=1)
       v = jnp.concatenate([context_kv[1].astype(v.dtype), v], axis=1)
 
+    visible = visibility.visible
+    if cfg.uses_sliding_window:
+      visible = visible & (visibility.q_positions[:, :, None]
+                           - visibility.k_positions[:, None, :] < window)
+    # Query heads of one key/value head side by side as rows of one matrix per (batch, kv head):
+    # two plain batched matmuls, and scores in the order they produce ([b, kv, t, group, s]),
+    # which the softmax and the second product read without transposing the largest array.
     groups = h // kv
-    qg = q.reshape(batch, length, kv, groups, d)
-    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
-    scores = scores * (d ** -0.5)
-    scores = jnp.where(mask[:, None, None], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(batch, length, h, d)
+    qg = jnp.transpose(q.reshape(batch, length, kv, groups, d), (0, 2, 1, 3, 4))
+    qg = qg.reshape(batch, kv, length * groups, d)
+    scores = jnp.einsum("bkqd,bskd->bkqs", qg, k, preferred_element_type=jnp.float32)
+    scores = scores.reshape(batch, kv, length, groups, -1) * (d ** -0.5)
+    scores = jnp.where(visible[:, None, :, None, :], scores, _MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(batch, kv, length * groups, -1)
+    out = jnp.einsum("bkqs,bskd->bkqd", probs, v).reshape(batch, kv, length, groups, d)
+    out = jnp.transpose(out, (0, 2, 1, 3, 4)).reshape(batch, length, h, d)
     out = proj((cfg.hidden_size,), ("heads", "head_dim", "embed"), "o_proj", in_axes=2)(out)
     return out, own_kv
 
@@ -186,8 +220,7 @@ class DecoderLayer(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x, window, context_kv, positions, key_mask, segment_ids, prefix_segment_ids,
-               query_index=None, context_slots=None):
+  def __call__(self, x, window, context_kv, positions, visibility, key_mask, query_index=None):
     """(x after the layer, (None, kv)); with `query_index` [B, R]: (x unchanged, (the layer's
     output at those row slots only [B, R, E], kv)) -- the last layer of a stack whose logits
     are read at a few positions needs no output anywhere else. kv: this layer's keys and
@@ -197,8 +230,7 @@ class DecoderLayer(nn.Module):
                 deterministic=self.deterministic)
     h = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype, name="input_layernorm")(x)
     attn, kv = Attention(cfg, decode=self.decode, name="self_attn", **lora)(
-        h, positions, key_mask, segment_ids, prefix_segment_ids, window, query_index,
-        context_kv, context_slots)
+        h, positions, window, visibility, key_mask, query_index, context_kv)
     y = x if query_index is None else jnp.take_along_axis(x, query_index[..., None], axis=1)
     y = y + attn
     h = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype,
@@ -294,18 +326,19 @@ class Transformer(nn.Module):
         layer_cls,
         variable_axes={"params": 0, "lora": 0, "cache": 0},
         split_rngs={"params": True, "dropout": True},
-        in_axes=(0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast,
-                 nn.broadcast),
+        in_axes=(0, 0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
         length=cfg.num_hidden_layers,
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
     context_kv = None if context is None else (context.keys, context.values)
-    context_slots = None if context is None else (context.positions, context.mask)
+    # Built once here, not in every layer: the largest elementwise work of a pass after the
+    # scores themselves.
+    visibility = None if decode else full_pass_visibility(
+        position_ids, attention_mask, segment_ids, prefix_segment_ids, query_index, context)
     x, (at_queries, kv) = stack(cfg, decode=decode, lora_scale=self.lora_scale,
                                 lora_dropout=self.lora_dropout, deterministic=deterministic,
-                                name="layers")(x, windows, context_kv, position_ids,
-                                               attention_mask, segment_ids, prefix_segment_ids,
-                                               query_index, context_slots)
+                                name="layers")(x, windows, context_kv, position_ids, visibility,
+                                               attention_mask, query_index)
     own = KVContext(kv[0], kv[1], position_ids, attention_mask) if return_kv else None
     with_kv = (lambda out: (out, own)) if return_kv else (lambda out: out)
     if return_residual:

@@ -127,3 +127,33 @@ def test_letter_token_ids_on_smollm2(smollm2_tokenizer):
   assert [len(v) for v in ids] == [2, 2, 2]
   assert smollm2_tokenizer.decode([ids[2][0]]) == "C"
   assert smollm2_tokenizer.decode([ids[2][1]]) == " C"
+
+
+def test_plan_covers_every_prompt_once_within_row_capacity():
+  """Every prompt appears in exactly one row; rows respect pack_length (a longer suffix alone);
+  root + group prefix + suffix rebuild each prompt."""
+  rng = np.random.default_rng(5)
+  root = [1, 2, 3]
+  prompts, keys = [], []
+  for r in range(4):
+    background = root + list(rng.integers(5, 50, size=int(rng.integers(3, 9))))
+    for _ in range(int(rng.integers(3, 12))):
+      prompts.append(background + list(rng.integers(5, 50, size=int(rng.integers(2, 15)))))
+      keys.append(r)
+  prompts.append(root + list(range(5, 45)))   # a loner longer than a row
+  keys.append(None)
+  plan = prefix_plan.make_plan(prompts, keys, 24)
+  seen = []
+  for group in plan.groups:
+    for row in group.rows:
+      assert sum(len(s.tokens) for s in row) <= 24 or len(row) == 1
+      for s in row:
+        assert plan.root + group.prefix + list(s.tokens) == prompts[s.prompt]
+        seen.append(s.prompt)
+  assert sorted(seen) == list(range(len(prompts)))
+  counts = plan.token_counts()
+  assert counts["whole_prompts"] == sum(map(len, prompts))
+  assert counts["computed"] == (len(plan.root) + sum(len(g.prefix) for g in plan.groups)
+                                + sum(len(p) for p in prompts) - sum(
+                                    (len(plan.root) + len(g.prefix)) * len(g.suffixes)
+                                    for g in plan.groups))

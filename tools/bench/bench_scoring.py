@@ -1,11 +1,13 @@
-"""Option scoring (JAX, prefix KV reuse, batched) vs generate-then-parse (transformers `generate`,
-one prompt at a time, greedy, as the reference pipeline does) on the same model and prompts.
+"""Option scoring (JAX, prefix key/value reuse, batched) vs generate-then-parse (transformers
+`generate`, one prompt at a time, greedy, as the reference pipeline does) on the same model and
+prompts.
 
     python -m tools.bench.bench_scoring --data=data/gss2018/task4/individual/test.json \
         --records=200 --threads=2 --out=runs/bench/scoring.json
 
 Both paths run in this one process with the same thread count, alternating slice by slice so both
-see the same machine load. Reported: records/s of each (the scoring path after a warm-up pass per
+see the same machine load (slices end at a respondent boundary, as a real evaluation never splits
+one respondent's questions). Reported: records/s of each (the scoring path after a warm-up pass per
 slice that compiles its shapes; that time is reported too), the ratio, and how often the two
 read-outs give the same answer (parse failures of the generated text count as disagreements and
 are reported by reason).
@@ -36,8 +38,10 @@ def main(argv=None) -> int:
   parser.add_argument("--records", type=int, default=200)
   parser.add_argument("--threads", type=int, default=2)
   parser.add_argument("--batch_size", type=int, default=32)
-  parser.add_argument("--pack_length", type=int, default=512, help="tokens per shared-prefix packed row")
-  parser.add_argument("--pack_rows", type=int, default=4, help="packed rows per forward pass")
+  parser.add_argument("--pack_length", type=int, default=256,
+                      help="question tokens per packed row (scoring.score_options)")
+  parser.add_argument("--pack_rows", type=int, default=8, help="packed rows per forward pass")
+  parser.add_argument("--length_step", type=int, default=16, help="padding step of row lengths")
   parser.add_argument("--slice", type=int, default=100, help="records per alternation of the two read-outs")
   parser.add_argument("--max_new_tokens", type=int, default=8)
   parser.add_argument("--out", default="runs/bench/scoring.json")
@@ -52,7 +56,7 @@ def main(argv=None) -> int:
   from surveylm_jax.eval.answer_parsing import ParseTally, parse_option_answer
   from surveylm_jax.data.prefix_packing import prefix_key
   from surveylm_jax.eval.runner import chat_prompt
-  from surveylm_jax.inference import scoring
+  from surveylm_jax.inference import prefix_plan, scoring
   torch.set_num_threads(args.threads)
 
   records = list(read_alignsurvey(args.data))[:args.records]
@@ -70,14 +74,16 @@ def main(argv=None) -> int:
   letter_ids = dict(zip(letters, scoring.letter_token_ids(tokenizer, letters)))
   option_ids = [[letter_ids[o.letter] for o in r.options] for r in records]
   keys = [prefix_key(r) for r in records]
+  plan_tokens = prefix_plan.make_plan(ids, keys, args.pack_length).token_counts()
+  print(f"tokens: {plan_tokens['whole_prompts']} in the whole prompts, {plan_tokens['computed']} "
+        f"computed with prefix reuse", flush=True)
   tally = ParseTally()
   scores, generated = [], []
   warmup_s = scoring_s = generate_s = 0.0
-  for start in range(0, len(records), args.slice):
-    sl = slice(start, start + args.slice)
+  for sl in _slices(keys, args.slice):
     run = lambda: scoring.score_options(model, params, ids[sl], option_ids[sl], prefix_keys=keys[sl],
-                                        batch_size=args.batch_size, pack_length=args.pack_length,
-                                        pack_rows=args.pack_rows)
+                                        batch_size=args.batch_size, length_step=args.length_step,
+                                        pack_length=args.pack_length, pack_rows=args.pack_rows)
     t0 = time.time()
     run()
     warmup_s += time.time() - t0
@@ -112,8 +118,8 @@ def main(argv=None) -> int:
       "scoring": {"records_per_s": len(records) / scoring_s, "seconds": scoring_s,
                   "first_pass_seconds_incl_compile": warmup_s, "batch_size": args.batch_size,
                   "pack_length": args.pack_length, "pack_rows": args.pack_rows,
-                  "slice": args.slice,
-                  "prefix_groups": len(set(keys))},
+                  "length_step": args.length_step, "slice": args.slice,
+                  "prefix_groups": len(set(keys)), "tokens": plan_tokens},
       "generate": {"records_per_s": len(records) / generate_s, "seconds": generate_s,
                    "max_new_tokens": args.max_new_tokens, "parse": tally.summary()},
       "ratio_records_per_s": generate_s / scoring_s,
@@ -131,6 +137,17 @@ def main(argv=None) -> int:
   print(f"ratio {result['ratio_records_per_s']:.1f}x, agreement {result['agreement']:.1%} (first letter "
         f"{result['first_letter_agreement']:.1%}) -> {args.out}")
   return 0
+
+
+def _slices(keys, size: int):
+  """Consecutive slices of about `size` records, each ending where the prefix key changes."""
+  start = 0
+  while start < len(keys):
+    stop = min(start + size, len(keys))
+    while stop < len(keys) and keys[stop] is not None and keys[stop] == keys[stop - 1]:
+      stop += 1
+    yield slice(start, stop)
+    start = stop
 
 
 if __name__ == "__main__":
