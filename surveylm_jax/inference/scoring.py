@@ -148,8 +148,8 @@ def _to_scores(log_probs: np.ndarray, k: int) -> OptionScores:
 def score_options(model: Transformer, params, prompt_ids: Sequence[Sequence[int]],
                   option_ids: Sequence[Sequence[Sequence[int]]], *,
                   prefix_keys: Optional[Sequence[Optional[Hashable]]] = None,
-                  batch_size: int = 16, length_step: int = 16, pack_length: int = 512,
-                  pack_rows: int = 4, progress: Optional[Callable[[int, int], None]] = None) -> list[OptionScores]:
+                  batch_size: int = 16, length_step: int = 16, pack_length: int = 256,
+                  pack_rows: int = 8, progress: Optional[Callable[[int, int], None]] = None) -> list[OptionScores]:
   """Scores every prompt's options.
 
   Args:
@@ -226,11 +226,12 @@ def _score_plan(model, params, plan: prefix_plan.Plan, option_ids, results, *, l
 
 def _score_chunk(model, params, plan, chunk, root, option_ids, results, length_step, pack_rows):
   start = len(plan.root)
+  # Without group prefixes the chunk is the one group that shares only the root: its rows
+  # all read root row 0.
   context = root
   if any(g.prefix for g in chunk):
-    groups = _pow2(len(chunk), 1)
     width = _bucket(max(len(g.prefix) for g in chunk), length_step)
-    ids, mask, _ = _pad_rows([g.prefix for g in chunk], groups, width)
+    ids, mask, _ = _pad_rows([g.prefix for g in chunk], len(chunk), width)
     positions = np.broadcast_to(np.arange(start, start + width, dtype=np.int32), ids.shape)
     context = _context_pass(model, params, ids, mask, positions, root)
   rows = [(c, row) for c, g in enumerate(chunk) for row in g.rows]
@@ -243,13 +244,15 @@ def _score_chunk(model, params, plan, chunk, root, option_ids, results, length_s
   for b in range(0, len(rows), size):
     batch = rows[b:b + size]
     done += _score_rows(model, params, batch, [start + len(g.prefix) for g in chunk], context,
-                        option_ids, results, len(batch), length_step)
+                        option_ids, results, length_step)
   return done
 
 
-def _score_rows(model, params, batch, starts, context, option_ids, results, rows: int,
+def _score_rows(model, params, batch, starts, context, option_ids, results,
                 length_step: int) -> int:
-  """Scores a batch of (chunk group, suffix row) padded to `rows` rows."""
+  """Scores a batch of (chunk group, suffix row); `starts[c]`: the first position after group
+  c's prefix."""
+  rows = len(batch)
   length = _bucket(max(sum(len(s.tokens) for s in row) for _, row in batch), length_step)
   reads = _pow2(max(len(row) for _, row in batch), 1 << 30)
   arrays = {k: np.zeros((rows, length), np.int32)
