@@ -240,11 +240,11 @@ def _score_chunk(model, params, plan, chunk, root, option_ids, results, length_s
   # handful of rows uses the cores poorly.
   batches = -(-len(rows) // pack_rows)
   size = -(-len(rows) // batches)
+  starts = [start + len(g.prefix) for g in chunk]
   done = 0
   for b in range(0, len(rows), size):
-    batch = rows[b:b + size]
-    done += _score_rows(model, params, batch, [start + len(g.prefix) for g in chunk], context,
-                        option_ids, results, length_step)
+    done += _score_rows(model, params, rows[b:b + size], starts, context, option_ids, results,
+                        length_step)
   return done
 
 

@@ -215,6 +215,7 @@ class MLP(nn.Module):
 class DecoderLayer(nn.Module):
   config: ModelConfig
   decode: bool = False
+  keep_kv: bool = False       # emit this layer's keys and values (only when a caller asks)
   lora_scale: float = 1.0
   lora_dropout: float = 0.0
   deterministic: bool = True
@@ -224,7 +225,7 @@ class DecoderLayer(nn.Module):
     """(x after the layer, (None, kv)); with `query_index` [B, R]: (x unchanged, (the layer's
     output at those row slots only [B, R, E], kv)) -- the last layer of a stack whose logits
     are read at a few positions needs no output anywhere else. kv: this layer's keys and
-    values of the pass's tokens (dropped by XLA unless the caller keeps them)."""
+    values of the pass's tokens with `keep_kv`, else None (the scan stacks nothing)."""
     cfg = self.config
     lora = dict(lora_scale=self.lora_scale, lora_dropout=self.lora_dropout,
                 deterministic=self.deterministic)
@@ -237,6 +238,7 @@ class DecoderLayer(nn.Module):
                 name="post_attention_layernorm")(y)
     y = y + MLP(cfg, name="mlp", **lora)(h)
     y = nn.with_logical_constraint(y, ("activation_batch", "activation_length", "activation_embed"))
+    kv = kv if self.keep_kv else None
     return (y, (None, kv)) if query_index is None else (x, (y, kv))
 
 
@@ -335,7 +337,7 @@ class Transformer(nn.Module):
     # scores themselves.
     visibility = None if decode else full_pass_visibility(
         position_ids, attention_mask, segment_ids, prefix_segment_ids, query_index, context)
-    x, (at_queries, kv) = stack(cfg, decode=decode, lora_scale=self.lora_scale,
+    x, (at_queries, kv) = stack(cfg, decode=decode, keep_kv=return_kv, lora_scale=self.lora_scale,
                                 lora_dropout=self.lora_dropout, deterministic=deterministic,
                                 name="layers")(x, windows, context_kv, position_ids, visibility,
                                                attention_mask, query_index)
