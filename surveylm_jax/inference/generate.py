@@ -1,9 +1,11 @@
 """Batched autoregressive generation with a KV cache.
 
-Prompts are left-padded ([batch, prompt_len] with an attention mask). One jitted function runs
-the prefill and a `lax.while_loop` of single-token decode steps over a cache sized
-prompt_len + max_new_tokens, so a call compiles once per (shapes, sampling settings) and never
-per token. The loop ends early when every row has produced an end-of-sequence token.
+Prompts are [batch, prompt_len] with an attention mask. The decode loop wants them left-padded;
+right-padded batches (a Hugging Face tokenizer's default) are left-aligned first, so both give
+the same text. One jitted function runs the prefill and a `lax.while_loop` of single-token decode
+steps over a cache sized prompt_len + max_new_tokens, so a call compiles once per (shapes,
+sampling settings) and never per token. The loop ends early when every row has produced an
+end-of-sequence token.
 """
 from __future__ import annotations
 
@@ -81,6 +83,27 @@ def _generate(model: Transformer, params, input_ids, attention_mask, rng, *, max
   return state[6]
 
 
+def is_left_padded(attention_mask) -> bool:
+  """True when no row has a real token after a pad (padding, if any, sits only on the left)."""
+  mask = np.asarray(attention_mask) != 0
+  return not np.any(mask[:, :-1] & ~mask[:, 1:])
+
+
+def left_align(input_ids, attention_mask):
+  """Moves each row's real tokens to its right end, keeping their order; pads go to the left.
+
+  The decode loop appends new tokens after the last prompt column and reads the last column's
+  logits, so a right-padded row would continue from its pad tokens instead of its prompt. Rows
+  already left-padded come back unchanged.
+  """
+  ids, mask = np.asarray(input_ids), np.asarray(attention_mask)
+  if is_left_padded(mask):
+    return ids, mask
+  # A stable sort on "is real" puts pads first and leaves the real tokens in their order.
+  order = np.argsort(mask != 0, axis=1, kind="stable")
+  return np.take_along_axis(ids, order, axis=1), np.take_along_axis(mask, order, axis=1)
+
+
 def generate(model: Transformer, params, input_ids, attention_mask=None, *,
              max_new_tokens: int = 16, temperature: float = 0.0, top_k: int = 0,
              top_p: float = 1.0, seed: int = 0,
@@ -89,23 +112,29 @@ def generate(model: Transformer, params, input_ids, attention_mask=None, *,
   """Generates up to `max_new_tokens` per row.
 
   Args:
-    input_ids / attention_mask: left-padded prompts [batch, prompt_len]; mask 1 = real token.
+    input_ids / attention_mask: prompts [batch, prompt_len]; mask 1 = real token. Padding may
+      be on either side (right-padded rows are left-aligned first, `left_align`).
     temperature: 0 → greedy; > 0 → sampling, optionally restricted by `top_k` / `top_p`.
     eos_token_id: defaults to the model config's EOS ids; a row stops after emitting one.
   Returns:
     int32 numpy array: [batch, prompt_len + max_new_tokens] (prompt then new tokens) or just the
     new tokens when `return_prompt=False`. Positions after a row's EOS hold `pad_token_id`.
+    The prompt part is the left-aligned prompt, so prompt and new tokens join without a gap.
   """
   cfg = model.config
-  input_ids = jnp.asarray(input_ids, jnp.int32)
+  input_ids = np.asarray(input_ids, np.int32)
   if input_ids.ndim != 2:
     raise ValueError(f"input_ids must be [batch, prompt_len], got shape {input_ids.shape}")
   if attention_mask is None:
-    attention_mask = jnp.ones_like(input_ids)
-  attention_mask = jnp.asarray(attention_mask, jnp.int32)
+    attention_mask = np.ones_like(input_ids)
+  attention_mask = np.asarray(attention_mask, np.int32)
   if attention_mask.shape != input_ids.shape:
     raise ValueError(f"attention_mask shape {attention_mask.shape} != input_ids shape "
                      f"{input_ids.shape}")
+  empty = np.flatnonzero(~np.any(attention_mask != 0, axis=1))
+  if empty.size:
+    raise ValueError(f"rows {empty.tolist()} of attention_mask have no real token to continue")
+  input_ids, attention_mask = left_align(input_ids, attention_mask)
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
   if not 0.0 < top_p <= 1.0:
@@ -119,10 +148,11 @@ def generate(model: Transformer, params, input_ids, attention_mask=None, *,
   if pad_token_id is None:
     pad_token_id = cfg.pad_token_id if cfg.pad_token_id is not None else (
         eos_ids[0] if eos_ids else 0)
-  new = _generate(model, params, input_ids, attention_mask, jax.random.PRNGKey(seed),
-                  max_new_tokens=int(max_new_tokens), temperature=float(temperature),
-                  top_k=int(top_k), top_p=float(top_p), eos_ids=eos_ids, pad_id=int(pad_token_id))
+  new = _generate(model, params, jnp.asarray(input_ids), jnp.asarray(attention_mask),
+                  jax.random.PRNGKey(seed), max_new_tokens=int(max_new_tokens),
+                  temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+                  eos_ids=eos_ids, pad_id=int(pad_token_id))
   new = np.asarray(new)
   if not return_prompt:
     return new
-  return np.concatenate([np.asarray(input_ids), new], axis=1)
+  return np.concatenate([input_ids, new], axis=1)
