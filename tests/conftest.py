@@ -9,7 +9,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOLLM2 = os.path.join(REPO, "checkpoints", "smollm2-135m-instruct")
-SHARED_SAMPLES = os.path.join(os.path.dirname(REPO), "shared", "alignsurvey_sample")
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,11 @@ import pytest
 
 from surveylm_jax import data
 from surveylm_jax.data import json_io
+from tests.shared_sample import shared_sample
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
-# Same place as conftest.SHARED_SAMPLES (conftest is not importable under --import-mode=importlib).
-SHARED_SAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))), "shared", "alignsurvey_sample")
+# The test_shared_* tests read ../shared/alignsurvey_sample and skip in a clone without it;
+# test_data_release_fixtures.py mirrors them on the project's own release-layout fixtures.
 
 SHARED_COUNTS = {"task1.json": ("task1", 240), "task2.json": ("task2", 632), "task3.json": ("task3", 160),
                  "task4_chip.json": ("task4", 3120)}
@@ -20,14 +20,14 @@ SHARED_COUNTS = {"task1.json": ("task1", 240), "task2.json": ("task2", 632), "ta
 @pytest.mark.parametrize("name", sorted(SHARED_COUNTS))
 def test_shared_samples_read_with_counts_and_task(name):
   task, count = SHARED_COUNTS[name]
-  records = data.read_alignsurvey(os.path.join(SHARED_SAMPLES, name))
+  records = data.read_alignsurvey(shared_sample(name))
   assert len(records) == count and records.report.kept == count
   assert {r.task for r in records} == {task[:5]}
   assert records.report.total_skipped == 0
 
 
 def test_shared_task2_counts_its_empty_turns():
-  records = data.read_alignsurvey(os.path.join(SHARED_SAMPLES, "task2.json"))
+  records = data.read_alignsurvey(shared_sample("task2.json"))
   assert records.report.notes == {"empty_answer": 20, "empty_question": 1}
   assert sum(1 for r in records if r.history) == 632 - 240
 
@@ -35,7 +35,7 @@ def test_shared_task2_counts_its_empty_turns():
 @pytest.mark.parametrize("name,task", [("foundation_qual.json", "foundation_qual"),
                                        ("foundation_quan.json", "foundation_quan")])
 def test_shared_invalid_json_names_line_and_column_then_reads_leniently(name, task):
-  path = os.path.join(SHARED_SAMPLES, name)
+  path = shared_sample(name)
   with pytest.raises(data.DataError) as info:
     data.read_alignsurvey(path)
   assert (info.value.path, info.value.line, info.value.column) == (path, 6, 4)
@@ -46,7 +46,7 @@ def test_shared_invalid_json_names_line_and_column_then_reads_leniently(name, ta
 
 
 def test_shared_foundation_quan_answer_matched_by_text():
-  record = data.read_alignsurvey(os.path.join(SHARED_SAMPLES, "foundation_quan.json"), lenient=True)[0]
+  record = data.read_alignsurvey(shared_sample("foundation_quan.json"), lenient=True)[0]
   assert record.output == "Average" and record.answer == "average" and record.target_option.letter == "B"
   assert record.background["your household income"] == "$20,000 to $24,999"
 
