@@ -46,6 +46,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.group_answers = "text"          # group records: text (token loss on the shares) | distribution
                                          # (no token loss; the shares as the option losses' target)
   c.data.max_records = -1                # -1 = all
+  c.data.question_catalog = ""           # YAML file(s) of canonical option orders (comma separated);
+                                         # see surveylm_jax/data/question_catalog.py
 
   # Training.
   c.train = ml_collections.ConfigDict()
@@ -96,7 +98,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Evaluation.
   c.eval = ml_collections.ConfigDict()
   c.eval.data = ""                       # AlignSurvey test file(s); default c.data.eval
-  c.eval.max_records = -1
+  c.eval.max_records = -1                # > 0: each kind of record scored (individual, group prompts,
+                                         # position-bias copies, each of tasks 1-3) capped at this
+  c.eval.question_catalog = ""           # default: c.data.question_catalog
   c.eval.batch_size = 16
   c.eval.readout = "scoring"             # scoring | generate
   c.eval.baselines = ("uniform", "majority", "marginal", "logreg")
@@ -109,11 +113,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.pack_rows = 8                   # packed rows per forward pass (scoring)
   c.eval.length_step = 16                # scoring pads lengths to multiples of this (few compiles)
   c.eval.max_new_tokens = 16             # generate read-out
-  c.eval.max_new_tokens_text = 96        # tasks 1-3 (free text / JSON answers, always generated)
+  # Tasks 1-3 (free text / JSON answers, always generated): new-token limit per task; 0 = the
+  # default measured on the release's answers (eval.generated_tasks.DEFAULT_MAX_NEW_TOKENS).
+  c.eval.max_new_tokens_task = ml_collections.ConfigDict({"task1": 0, "task2": 0, "task3": 0})
   c.eval.noise_floor_draws = 200         # bootstrap resamples per group
   c.eval.position_bias_records = 100     # records scored under every option order (0 = skip)
-  c.eval.subgroups = ("rural resident=yes", "age group=76 and over", "yearly income=under $20,000")
-  c.eval.subgroup_columns = ("sex", "race", "age group", "highest degree", "yearly income")
+  c.eval.subgroups = ("auto",)            # profile conditions, or auto: rural / oldest / lowest income found in the data
+  c.eval.subgroup_columns = ("auto",)     # profile fields, or auto: every field with few values
   c.eval.fairness_min_records = 20
   # Optional LLM judge of task-2 answers (any OpenAI-compatible endpoint); off by default.
   c.eval.judge = ml_collections.ConfigDict()

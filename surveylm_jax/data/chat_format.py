@@ -8,7 +8,8 @@ Prompt and completion are tokenized separately and concatenated, which is how a 
 at inference (prompt first, then generated tokens), so no token straddles the boundary.
 
 Survey-response records whose answer starts with its option letter also carry an answer slot:
-`option_ids` (the token of each option letter, in the listed order), `option_target` (one-hot
+`option_ids` (the token of each option letter, in the question's canonical order when a question
+catalog is given, else the listed order), `option_ordinal` (0 for a nominal question), `option_target` (one-hot
 on the answer) and `option_position` (the position whose logits predict the answer's first
 token), so the option losses and validation option accuracy can read the model's distribution
 over the letters there. Group records are trained one of two ways (`group_answers`): "text"
@@ -36,10 +37,11 @@ ELLIPSIS = "…"
 class ChatTemplateTokenizer:
   """Callable record -> {'input_ids', 'loss_mask', 'truncated'} (int32 arrays) or None if dropped."""
 
-  def __init__(self, tokenizer, max_len: int, group_answers: str = "text"):
+  def __init__(self, tokenizer, max_len: int, group_answers: str = "text", catalog=None):
     if group_answers not in GROUP_ANSWERS:
       raise ValueError(f"unknown group_answers {group_answers!r}; valid: {list(GROUP_ANSWERS)}")
     self.tokenizer, self.max_len, self.group_answers = tokenizer, max_len, group_answers
+    self.catalog = catalog   # a QuestionCatalog: answer slots list options in canonical order
     self.eos_id = tokenizer.eos_token_id
 
   def render(self, user_text: str, answer: str) -> tuple[str, str]:
@@ -101,8 +103,16 @@ class ChatTemplateTokenizer:
     if (any(len(t) != 1 for t in letter_ids)
         or letter_ids[first_letter_index][0] != example["input_ids"][first_answer]):
       return {}
-    return {"option_ids": np.asarray([t[0] for t in letter_ids], np.int32),
-            "option_target": np.asarray(target, np.float32),
+    # The slot lists options in the question's canonical order (letters go along), so the
+    # ordinal option losses see the same order however the record listed them; a nominal
+    # question's slot is flagged so option_w1 skips it.
+    order, ordinal = np.arange(len(record.options)), True
+    if self.catalog is not None:
+      canonical = self.catalog.resolve_record(record)
+      order, ordinal = canonical.permutation(record.option_texts()), canonical.ordinal
+    return {"option_ids": np.asarray([letter_ids[i][0] for i in order], np.int32),
+            "option_target": np.asarray(target, np.float32)[order],
+            "option_ordinal": np.int32(ordinal),
             "option_position": np.int32(first_answer - 1)}
 
   def answer_slot(self, record, example) -> dict:

@@ -23,6 +23,7 @@ counts as missing, which demographic groups get group-level targets, and how to 
         options: [{code: 1, label: too little}, {code: 0, label: about right}, {code: -1, label: too much}]
         stance: {1: positive, 0: neutral, -1: negative}        # optional: task 3 item
         topic: spending on the environment                      # optional: task 3 wording
+        ordinal: true                                           # default; false = no option order
     group_by: [[sex], [age_group, sex]]       # demographic names (name defaults to column)
     min_group_size: 30
     split: {test_fraction: 0.2, seed: 0, profile: [sex, age_group]}   # profile defaults to all categorical
@@ -93,6 +94,7 @@ class Question:
   options: tuple                       # ((code, label), ...) in ordinal order
   stance: dict | None = None           # code -> positive|neutral|negative
   topic: str = ""
+  ordinal: bool = True                 # False: options have no order (nominal metrics only)
 
   @property
   def labels(self) -> tuple:
@@ -199,8 +201,11 @@ def _question(path, i, spec) -> Question:
     bad = [v for v in stance.values() if v not in STANCES]
     if bad or set(stance) != set(codes):
       raise _err(path, where + ".stance", f"must map every option code to one of {list(STANCES)}")
+  ordinal = spec.get("ordinal", True)
+  if not isinstance(ordinal, bool):
+    raise _err(path, where + ".ordinal", f"must be true or false, got {ordinal!r}")
   return Question(column=str(spec["column"]), text=str(spec["text"]).strip(), options=tuple(options),
-                  stance=stance, topic=str(spec.get("topic", "")).strip())
+                  stance=stance, topic=str(spec.get("topic", "")).strip(), ordinal=ordinal)
 
 
 def load_codebook(path: str | os.PathLike) -> Codebook:

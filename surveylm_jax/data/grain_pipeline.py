@@ -41,6 +41,7 @@ class PipelineConfig:
                                        # records (more respondents per batch, more prefix repeats)
   shuffle_options: bool = False        # seeded option-order augmentation (training only)
   group_answers: str = "text"          # group records: "text" (token loss) | "distribution" (soft slot)
+  question_catalog: object = None      # QuestionCatalog: answer slots in canonical option order
   process_index: int | None = None     # default: jax.process_index()
   process_count: int | None = None     # default: jax.process_count()
   drop_remainder: bool = True
@@ -111,11 +112,11 @@ def build_dataset(records, tokenizer, config: PipelineConfig) -> grain.IterDatas
     if not config.pack:
       raise ValueError("share_prefixes packs a group's questions after one prefix; it needs pack=True")
     groups = group_dataset(records, config).map(
-        GroupTokenizer(tokenizer, config.seq_len, config.group_answers))
+        GroupTokenizer(tokenizer, config.seq_len, config.group_answers, config.question_catalog))
     return PrefixPackedIterDataset(groups, config.seq_len).batch(
         config.batch_size, drop_remainder=config.drop_remainder)
   examples = record_dataset(records, config).map(
-      ChatTemplateTokenizer(tokenizer, config.seq_len, config.group_answers))
+      ChatTemplateTokenizer(tokenizer, config.seq_len, config.group_answers, config.question_catalog))
   if config.pack:
     rows = PackedIterDataset(examples, config.seq_len, config.num_packing_rows)
   else:

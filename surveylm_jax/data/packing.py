@@ -21,6 +21,7 @@ MAX_OPTIONS options each (padding slots have position -1, padding options come l
   option_token_ids [M, K]  token id of each option letter, in the question's order
   option_mask      [M, K]  1 for real options
   option_targets   [M, K]  float32 target distribution over the options
+  option_ordinal   [M]     1 when the options are in an ordinal (canonical) order, 0 for nominal
 A slot that does not fit these bounds is left out and counted (`option_slots_dropped`).
 """
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 
 ROW_KEYS = ("input_ids", "targets", "loss_mask", "segment_ids", "position_ids", "attention_mask",
             "prefix_segment_ids")
-OPTION_KEYS = ("option_positions", "option_token_ids", "option_mask", "option_targets")
+OPTION_KEYS = ("option_positions", "option_token_ids", "option_mask", "option_targets", "option_ordinal")
 BATCH_KEYS = ROW_KEYS + OPTION_KEYS
 MAX_OPTION_SLOTS = 16
 MAX_OPTIONS = 16
@@ -46,7 +47,8 @@ def batch_shapes(rows: int, seq_len: int) -> dict:
   shapes.update(option_positions=(rows, MAX_OPTION_SLOTS),
                 option_token_ids=(rows, MAX_OPTION_SLOTS, MAX_OPTIONS),
                 option_mask=(rows, MAX_OPTION_SLOTS, MAX_OPTIONS),
-                option_targets=(rows, MAX_OPTION_SLOTS, MAX_OPTIONS))
+                option_targets=(rows, MAX_OPTION_SLOTS, MAX_OPTIONS),
+                option_ordinal=(rows, MAX_OPTION_SLOTS))
   return shapes
 
 
@@ -54,7 +56,8 @@ def _empty_slots() -> dict:
   return {"option_positions": np.full(MAX_OPTION_SLOTS, -1, np.int32),
           "option_token_ids": np.zeros((MAX_OPTION_SLOTS, MAX_OPTIONS), np.int32),
           "option_mask": np.zeros((MAX_OPTION_SLOTS, MAX_OPTIONS), np.int32),
-          "option_targets": np.zeros((MAX_OPTION_SLOTS, MAX_OPTIONS), np.float32)}
+          "option_targets": np.zeros((MAX_OPTION_SLOTS, MAX_OPTIONS), np.float32),
+          "option_ordinal": np.zeros(MAX_OPTION_SLOTS, np.int32)}
 
 
 def assemble_row(examples, seq_len: int, counts=None) -> dict:
@@ -89,6 +92,7 @@ def assemble_blocks(blocks, seq_len: int, counts=None) -> dict:
           row["option_token_ids"][slot, :k] = ex["option_ids"]
           row["option_mask"][slot, :k] = 1
           row["option_targets"][slot, :k] = ex["option_target"]
+          row["option_ordinal"][slot] = ex.get("option_ordinal", 1)
           slot += 1
           if counts is not None:
             counts["option_slots"] += 1

@@ -60,8 +60,8 @@ class GroupTokenizer:
   """Callable [records of one group] -> {'prefix': ids, 'members': [examples]} (members as
   `ChatTemplateTokenizer` examples without the prefix), plus the group's drop/truncation counts."""
 
-  def __init__(self, tokenizer, max_len: int, group_answers: str = "text"):
-    self.encode = ChatTemplateTokenizer(tokenizer, max_len, group_answers)
+  def __init__(self, tokenizer, max_len: int, group_answers: str = "text", catalog=None):
+    self.encode = ChatTemplateTokenizer(tokenizer, max_len, group_answers, catalog)
 
   def __call__(self, records) -> dict:
     examples = [self.encode(r) for r in records]

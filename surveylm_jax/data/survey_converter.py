@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from surveylm_jax.data import question_catalog
 from surveylm_jax.data import survey_prompts as prompts
 from surveylm_jax.data.codebook import Codebook, code_key
 from surveylm_jax.data.errors import DataError
@@ -35,6 +36,7 @@ SPLITS = ("train", "test")
 class Conversion:
   files: dict            # relative path -> list of Alpaca records (dicts)
   report: dict
+  catalog: list = dataclasses.field(default_factory=list)   # question_catalog.yaml entries
 
 
 def _background(codebook: Codebook, respondent) -> list:
@@ -216,7 +218,19 @@ def convert_survey(codebook: Codebook, lenient: bool = False) -> Conversion:
             "respondents_per_split": {s: len(by_split[s]) for s in SPLITS},
             "records_per_file": {k: len(v) for k, v in sorted(files.items())},
             "counts": dict(sorted(counts.items()))}
-  return Conversion(files, report)
+  return Conversion(files, report, codebook_catalog(codebook))
+
+
+def codebook_catalog(codebook: Codebook) -> list[dict]:
+  """The codebook's option orders, exact, as question-catalog entries: each question (by id and
+  text) and, for stance items, its task-3 group question over the stance labels."""
+  entries = []
+  for q in codebook.questions:
+    entries.append({"id": q.column, "text": q.text, "options": list(q.labels), "ordinal": q.ordinal})
+    if q.stance:
+      entries.append({"text": prompts.stance_group_question(codebook.language, q.topic or q.text),
+                      "options": list(prompts.stance_labels(codebook.language)), "ordinal": True})
+  return entries
 
 
 def write_conversion(conversion: Conversion, out_dir: str) -> list[str]:
@@ -227,6 +241,9 @@ def write_conversion(conversion: Conversion, out_dir: str) -> list[str]:
     with open(path, "w", encoding="utf-8") as f:
       json.dump(records, f, ensure_ascii=False, indent=1)
     written.append(path)
+  if conversion.catalog:  # beside the data: evaluation finds it there (question_catalog.py)
+    question_catalog.write_catalog_file(os.path.join(out_dir, question_catalog.CATALOG_FILENAME),
+                                        conversion.catalog)
   with open(os.path.join(out_dir, "conversion_report.json"), "w", encoding="utf-8") as f:
     json.dump(conversion.report, f, ensure_ascii=False, indent=1)
   return written

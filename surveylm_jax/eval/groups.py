@@ -2,7 +2,7 @@
 
 A group prediction comes either from aggregating the option distributions predicted for each test
 respondent of the group, or from answering a group-prompt record directly. Distances use the
-question's own option order (see metrics.py). Each group also gets a noise floor: how far a
+question's canonical option order (question catalog; see metrics.py). Each group also gets a noise floor: how far a
 *resample* of the human answers at the group's own size n lands from the human distribution, which
 is the best any predictor can be expected to do. "Gap closed" puts a model between a baseline
 (uniform or the training marginal) and that floor:
@@ -22,44 +22,81 @@ from surveylm_jax.eval import metrics
 DISTANCES = ("w1", "w1_normalized", "js", "tv")
 
 
+_FIELD_PREFIXES = ("your ", "您的", "你的")
+
+
+def _field_key(name) -> str:
+  """A profile field as groups name it: prompts say "your sex: female" / "您的性别: 女" where the
+  group profile says "sex" / "性别"."""
+  key = answer_key(name)
+  for prefix in _FIELD_PREFIXES:
+    if key.startswith(prefix) and len(key) > len(prefix):
+      return key[len(prefix):]
+  return key
+
+
 def group_matches(profile: Mapping, group: Mapping) -> bool:
   """True when a respondent's profile has every (field, value) of the group."""
-  return all(str(profile.get(k)) == str(v) for k, v in group.items())
+  fields = {_field_key(k): v for k, v in profile.items()}
+  return all(str(fields.get(_field_key(k))) == str(v) for k, v in group.items())
 
 
-def aggregate_members(group_records, individual_records, individual_probs):
+def question_key(record) -> str:
+  """What makes two records the same question: the converter's `question_id`, else the task-3
+  topic, else the question text."""
+  for value in (record.extra.get("question_id"), record.extra.get("topic"), getattr(record, "topic", ""),
+                getattr(record, "question", "")):
+    if value:
+      return answer_key(value)
+  return ""
+
+
+def _same_question(group, member) -> bool:
+  g, m = question_key(group), question_key(member)
+  # A task-3 group prompt may carry only its question sentence, which names the member's topic.
+  return g == m or (group.task == "task3" and bool(m) and m in answer_key(group.question))
+
+
+def aggregate_members(group_records, members, member_probs, group_options=None, member_options=None):
   """Per group record: the mean predicted distribution of the test respondents in the group who
   answered the same question, and how many there were (None, 0 when there are none).
 
-  Members are matched by question (`question_id` in the converter's metadata, else the question
-  text), group profile, task, and the same set of option texts; each member's probabilities are
-  put in the group record's option order by answer identity, so shuffled option orders aggregate
-  correctly. Individual records carry `profile` in `extra`; group records carry `group`.
+  Members are matched by task, question (`question_key`) and group profile (individual records
+  carry `profile` in `extra`, else their parsed background; group records carry `group`). Each
+  member's distribution is put into `group_options[g]` (default: the group record's listed
+  options; pass the canonical order) by answer identity, so shuffled option orders aggregate
+  correctly. `member_options[i]` names the options member i's distribution is over (default its
+  own listed options; task-3 members give the stance labels).
   """
-  by_question = collections.defaultdict(list)
-  for i, r in enumerate(individual_records):
-    if individual_probs[i] is not None:
-      by_question[(r.task, r.extra.get("question_id", r.question))].append(i)
+  by_task = collections.defaultdict(list)
+  for i, r in enumerate(members):
+    if member_probs[i] is not None:
+      by_task[r.task].append(i)
   out = []
-  for g in group_records:
-    keys = [answer_key(t) for t in g.option_texts()]
+  for gi, g in enumerate(group_records):
+    texts = list(group_options[gi]) if group_options is not None else g.option_texts()
+    keys = [answer_key(t) for t in texts]
     rows = []
-    for i in by_question.get((g.task, g.extra.get("question_id", g.question)), ()):
-      r = individual_records[i]
-      if not group_matches(r.extra.get("profile") or {}, g.group):
+    for i in by_task.get(g.task, ()):
+      r = members[i]
+      if not _same_question(g, r):
         continue
-      member_keys = [answer_key(t) for t in r.option_texts()]
+      if not group_matches(r.extra.get("profile") or dict(getattr(r, "background", {}) or {}), g.group):
+        continue
+      member_keys = [answer_key(t) for t in (member_options[i] if member_options is not None
+                                             else r.option_texts())]
       if sorted(member_keys) != sorted(keys):
-        raise ValueError(f"{r.source}: options {r.option_texts()} differ from those of the group "
-                         f"record {g.source} ({g.option_texts()}) for the same question")
-      p = np.asarray(individual_probs[i], np.float64)
+        raise ValueError(f"{r.source}: options {member_keys} differ from those of the group "
+                         f"record {g.source} ({keys}) for the same question")
+      p = np.asarray(member_probs[i], np.float64)
       rows.append(p[[member_keys.index(k) for k in keys]])
     out.append((np.mean(rows, axis=0), len(rows)) if rows else (None, 0))
   return out
 
 
-def bootstrap_noise_floor(human, n: int, draws: int = 200, seed: int = 0) -> dict:
-  """Mean distance between the human distribution and multinomial resamples of size n."""
+def bootstrap_noise_floor(human, n: int, draws: int = 200, seed: int = 0, ordinal: bool = True) -> dict:
+  """Mean distance between the human distribution and multinomial resamples of size n (no W1
+  for a nominal question)."""
   human = metrics.check_distribution(human, "human distribution")
   if n is None or n < 1:
     raise ValueError(f"the noise floor needs the group size n >= 1, got {n}")
@@ -67,10 +104,12 @@ def bootstrap_noise_floor(human, n: int, draws: int = 200, seed: int = 0) -> dic
   samples = rng.multinomial(n, human / human.sum(), size=draws) / n
   tiled = np.broadcast_to(human, samples.shape)
   k = len(human)
-  w1 = metrics.ordinal_wasserstein(samples, tiled)
-  return {"w1": float(np.mean(w1)), "w1_normalized": float(np.mean(w1)) / max(k - 1, 1),
-          "js": float(np.mean(metrics.jensen_shannon(samples, tiled))),
-          "tv": float(np.mean(metrics.total_variation(samples, tiled)))}
+  out = {"js": float(np.mean(metrics.jensen_shannon(samples, tiled))),
+         "tv": float(np.mean(metrics.total_variation(samples, tiled)))}
+  if ordinal:
+    w1 = metrics.ordinal_wasserstein(samples, tiled)
+    out.update(w1=float(np.mean(w1)), w1_normalized=float(np.mean(w1)) / max(k - 1, 1))
+  return out
 
 
 def gap_closed(d_baseline: float, d_model: float, d_floor: float) -> float:
@@ -84,7 +123,9 @@ def gap_closed(d_baseline: float, d_model: float, d_floor: float) -> float:
 def evaluate_groups(entries: Sequence[dict], draws: int = 200, seed: int = 0) -> dict:
   """Distances for every predictor on every group, the noise floor, and gap-closed summaries.
 
-  Each entry: {"id", "question_id", "group", "n", "human": [K], "predictions": {name: [K] | None}}.
+  Each entry: {"id", "question_id", "group", "n", "human": [K], "predictions": {name: [K] | None},
+  "ordinal": bool (default True)}, every distribution in the question's canonical order. Nominal
+  questions get JS, TV and KL only; W1 summaries and gap closed are over ordinal groups.
   Predictors named "uniform" and "marginal" serve as the gap-closed baselines when present.
   Returns {"per_group": [...], "summary": {predictor: {distance: mean, gap_closed_vs_*: mean,
   "groups": count}}, "noise_floor": {distance: mean}}.
@@ -93,23 +134,26 @@ def evaluate_groups(entries: Sequence[dict], draws: int = 200, seed: int = 0) ->
   values = collections.defaultdict(lambda: collections.defaultdict(list))
   for e in entries:
     human = metrics.check_distribution(e["human"], f"group {e['id']}: human distribution")
+    ordinal = bool(e.get("ordinal", True))
     row = {"id": e["id"], "question_id": e.get("question_id"), "group": e.get("group"), "n": e.get("n"),
-           "human": human.tolist(), "predictions": {}, "distances": {}}
-    floor = bootstrap_noise_floor(human, e["n"], draws, seed) if e.get("n") else None
+           "ordinal": ordinal, "human": human.tolist(), "predictions": {}, "distances": {}}
+    floor = bootstrap_noise_floor(human, e["n"], draws, seed, ordinal) if e.get("n") else None
     row["noise_floor"] = floor
     if floor:
       for d in DISTANCES:
-        floors[d].append(floor[d])
+        if d in floor:
+          floors[d].append(floor[d])
     for name, pred in e["predictions"].items():
       if pred is None:
         continue
       pred = metrics.check_distribution(pred, f"group {e['id']}: prediction {name!r}")
-      dist = metrics.distribution_metrics(pred, human)
+      dist = metrics.distribution_metrics(pred, human, ordinal)
       row["predictions"][name] = pred.tolist()
       row["distances"][name] = dist
-      for d in ("w1", "w1_normalized", "representativeness", "js", "tv", "kl"):
-        values[name][d].append(dist[d])
-    if floor:
+      for d, v in dist.items():
+        values[name][d].append(v)
+      values[name]["groups"].append(1)
+    if floor and ordinal:
       for base in ("uniform", "marginal"):
         if base not in row["distances"]:
           continue
@@ -122,15 +166,17 @@ def evaluate_groups(entries: Sequence[dict], draws: int = 200, seed: int = 0) ->
   summary = {}
   for name, ds in values.items():
     summary[name] = {d: float(np.nanmean(v)) if np.any(np.isfinite(v)) else float("nan")
-                     for d, v in ds.items()}
-    summary[name]["groups"] = len(ds["w1"])
+                     for d, v in ds.items() if d != "groups"}
+    summary[name]["groups"] = len(ds["groups"])
+    summary[name]["ordinal_groups"] = len(ds["w1"])
   # Gap closed of the means: steadier than the mean of per-group ratios, whose denominator can be
   # tiny for groups where the baseline is already near the floor. Over groups with all three.
   for base in ("uniform", "marginal"):
     for name in summary:
       if name == base:
         continue
-      rows = [r for r in per_group if r["noise_floor"] and base in r["distances"] and name in r["distances"]]
+      rows = [r for r in per_group if r["noise_floor"] and r["ordinal"] and base in r["distances"]
+              and name in r["distances"]]
       if rows:
         summary[name][f"gap_closed_vs_{base}_of_means"] = gap_closed(
             float(np.mean([r["distances"][base]["w1"] for r in rows])),

@@ -1,7 +1,8 @@
 """Distribution and classification metrics. Knows nothing of models, data files or surveys.
 
-Distributions are arrays [..., K] over a question's options *in the order the question lists
-them*, so option k sits at ordinal position k. Never sort labels before calling these: the
+Distributions are arrays [..., K] over a question's options *in the question's canonical order*
+(`surveylm_jax.data.question_catalog`; not a record's listed order), so option k sits at ordinal
+position k. Never sort labels before calling these: the
 reference scripts sort option labels alphabetically, which puts 积极/中立/消极 (positive/neutral/
 negative) in the order 中立/消极/积极 and measures the wrong distance.
 
@@ -138,13 +139,20 @@ def total_variation(p, q):
   return float(out) if out.ndim == 0 else out
 
 
-def distribution_metrics(predicted, human) -> dict:
-  """Every group-level distance between one predicted and one human distribution."""
-  k = len(human)
-  w1 = ordinal_wasserstein(predicted, human)
-  return {"w1": w1, "w1_normalized": w1 / max(k - 1, 1), "representativeness": 1 - w1 / max(k - 1, 1),
-          "js": jensen_shannon(predicted, human), "tv": total_variation(predicted, human),
-          "kl": kl_divergence(human, predicted)}
+ORDINAL_DISTANCES = ("w1", "w1_normalized", "representativeness")
+NOMINAL_DISTANCES = ("js", "tv", "kl")
+
+
+def distribution_metrics(predicted, human, ordinal: bool = True) -> dict:
+  """Every group-level distance between one predicted and one human distribution. A nominal
+  question (`ordinal=False`, no known option order) gets no W1 or representativeness."""
+  out = {"js": jensen_shannon(predicted, human), "tv": total_variation(predicted, human),
+         "kl": kl_divergence(human, predicted)}
+  if ordinal:
+    k = len(human)
+    w1 = ordinal_wasserstein(predicted, human)
+    out.update(w1=w1, w1_normalized=w1 / max(k - 1, 1), representativeness=1 - w1 / max(k - 1, 1))
+  return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -39,6 +39,23 @@ def markdown(result: dict, plots: list[str]) -> str:
            f"{result['counts']['train']} training records for the baselines."
            + (f" Subsample: {result['sampling']}; group human shares are over the whole test split, "
               "the aggregated predictions over the sampled members." if result.get("sampling") else ""), ""]
+  if result.get("limits") and (result["limits"]["max_respondents"] > 0 or result["limits"]["max_records"] > 0):
+    lim = result["limits"]
+    parts.append(f"Limits: max_respondents {lim['max_respondents']}, max_records {lim['max_records']}; kept "
+                 + ", ".join(f"{k} {v}" for k, v in lim["kept"].items())
+                 + f"; position bias on {lim.get('position_bias_records', 0)} records.")
+  cat = result.get("question_catalog")
+  if cat and cat["questions"]:
+    parts.append(f"Question catalog: {cat['questions']} questions; option order from "
+                 + ", ".join(f"{k} {v}" for k, v in cat["by_source"].items() if v) + ".")
+    if cat["inferred"]:
+      parts += ["", "Inferred option orders (check them):", "",
+                _table(["question", "scale", "canonical order"],
+                       [[str(i["question"])[:80], i["scale"], " < ".join(i["order"])] for i in cat["inferred"]])]
+    if cat["nominal"]:
+      parts += ["", f"{len(cat['nominal'])} nominal questions (no known order: no W1, no RPS): "
+                + "; ".join(str(n["question"])[:60] for n in cat["nominal"][:10]) + "."]
+    parts.append("")
   if result.get("records_per_second"):
     parts.append(f"Read-out speed: {result['records_per_second']:.2f} records/s "
                  f"({result['readout_seconds']:.0f} s).")
@@ -56,13 +73,15 @@ def markdown(result: dict, plots: list[str]) -> str:
                        m["parse_failures"]] for n, m in result["individual"].items()])]
   g = result["group"]
   if g["summary"]:
-    parts += ["", "## Task 4, group distributions", "",
-              "Distances over the options in the question's own order. Noise floor = mean distance of a "
-              "multinomial resample at the group's size from the human shares: "
+    parts += ["", "## Group distributions (tasks 3 and 4)", "",
+              "Distances over the options in each question's canonical order (question catalog below); "
+              "nominal questions get JS, TV and KL only, so W1 columns are over the ordinal groups. Noise "
+              "floor = mean distance of a multinomial resample at the group's size from the human shares: "
               + ", ".join(f"{k} {_fmt(v)}" for k, v in g["noise_floor"].items()) + ".", "",
-              _table(["predictor", "groups", "W1", "W1/(K-1)", "repr.", "JS (bits)", "TV", "KL",
+              _table(["predictor", "groups", "ordinal", "W1", "W1/(K-1)", "repr.", "JS (bits)", "TV", "KL",
                       "gap closed vs uniform", "vs marginal"],
-                     [[n, s.get("groups"), s.get("w1"), s.get("w1_normalized"), s.get("representativeness"),
+                     [[n, s.get("groups"), s.get("ordinal_groups"), s.get("w1"), s.get("w1_normalized"),
+                       s.get("representativeness"),
                        s.get("js"), s.get("tv"), s.get("kl"), s.get("gap_closed_vs_uniform_of_means"),
                        s.get("gap_closed_vs_marginal_of_means")] for n, s in sorted(g["summary"].items())]),
               "", "`*_aggregated`: mean of the distributions predicted for the group's test respondents. "
@@ -99,6 +118,10 @@ def markdown(result: dict, plots: list[str]) -> str:
               f"Parse failures: {parse['failed']} of {parse['total']}, by reason {parse['failures_by_reason']}.", ""]
     scalars = {k: v for k, v in m.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     parts.append(_table(list(scalars), [list(scalars.values())]))
+    gen = m.get("generation")
+    if gen:
+      parts += ["", f"Generation: at most {gen['max_new_tokens']} new tokens; {gen['cut_at_max_new_tokens']} of "
+                f"{gen['outputs']} answers cut at that limit; {gen['programs']} compiled shapes."]
     if "accuracy_per_field" in m:
       parts += ["", _table(["field", "accuracy"], list(m["accuracy_per_field"].items()))]
   if plots:

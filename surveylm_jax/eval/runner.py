@@ -1,9 +1,10 @@
 """`evaluate(config, workdir)`: a model (base, PEFT adapter or trained params) on AlignSurvey
-task-4 test files, beside the baselines, written as DIR/eval/{metrics.json, predictions.jsonl,
-report.md, plots/}.
+test files of tasks 1-4, beside the baselines, written as DIR/eval/{metrics.json,
+predictions.jsonl, report.md, plots/}.
 
-Reads top to bottom: data, model, read-out, individual metrics, group metrics, fairness, position
-bias, report. Test files may mix individual and group records (comma-separated paths).
+Reads top to bottom: data and limits, question catalog, model, read-outs, then
+`prediction_metrics` (individual, group, fairness: every ordinal quantity in each question's
+canonical order), position bias, report. Test files may mix tasks and levels (comma-separated).
 """
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ import time
 import jax
 import numpy as np
 
-from surveylm_jax.data import (GroupDistributionRecord, SurveyResponseRecord, read_alignsurvey)
+from surveylm_jax.data import (STANCES, GroupDistributionRecord, StanceRecord, SurveyResponseRecord,
+                               read_alignsurvey)
+from surveylm_jax.data import prompt_layouts
 from surveylm_jax.data.option_shuffle import reorder_options
 from surveylm_jax.data.prefix_packing import prefix_key
-from surveylm_jax.eval import (answer_parsing, baselines, fairness, groups, position_bias, report,
-                               task_metrics)
-from surveylm_jax.eval.generated_tasks import GENERATED_TASKS, chat_prompt, evaluate_generated, generate_texts
+from surveylm_jax.data.question_catalog import QuestionCatalog
+from surveylm_jax.eval import (answer_parsing, baselines, canonical, eval_limits, fairness, groups,
+                               position_bias, report, task_metrics)
+from surveylm_jax.eval.generated_tasks import (GENERATED_TASKS, chat_prompt, evaluate_generated,
+                                               generate_texts, max_new_tokens_per_task)
 from surveylm_jax.inference import scoring
 
 
@@ -36,19 +41,6 @@ def read_records(spec: str, lenient: bool, max_records: int = -1):
   if max_records and max_records > 0:
     records = records[:max_records]
   return records, reports
-
-
-def sample_respondents(records, count: int, seed: int):
-  """All records of `count` respondents drawn at random (seeded), in file order, and a note."""
-  ids = list(dict.fromkeys(r.respondent_id for r in records))
-  if any(i is None for i in ids):
-    raise ValueError("config.eval.max_respondents needs a respondent id on every record")
-  if count >= len(ids):
-    return records, None
-  keep = set(np.random.default_rng(seed).choice(len(ids), size=count, replace=False).tolist())
-  chosen = {ids[i] for i in keep}
-  kept = [r for r in records if r.respondent_id in chosen]
-  return kept, f"{count} of {len(ids)} test respondents sampled (seed {seed}): {len(kept)} of {len(records)} records"
 
 
 def load_model(config):
@@ -102,9 +94,9 @@ def _record_id(r) -> str:
   return f"{os.path.basename(os.path.dirname(r.source.path))}/{os.path.basename(r.source.path)}#{r.source.index}"
 
 
-def _position_bias(model, params, tokenizer, records, config):
+def _position_bias(model, params, tokenizer, records, config, count: int):
   items_records, layout = [], []
-  for r in records[:config.eval.position_bias_records]:
+  for r in records[:count]:
     orders = position_bias.option_orders(len(r.options), seed=config.seed)
     layout.append(orders)
     items_records.extend(reorder_options(r, o) for o in orders)
@@ -125,6 +117,74 @@ def _position_bias(model, params, tokenizer, records, config):
   return result
 
 
+def _stance_member_options(record) -> list[str]:
+  """A task-3 member's one-hot prediction is over STANCES, named in the record's language."""
+  lang = "zh" if record.stance_label in prompt_layouts.STANCE["zh"]["labels"].values() else "en"
+  return [prompt_layouts.STANCE[lang]["labels"][s] for s in STANCES]
+
+
+def prediction_metrics(individual, group_records, predictors: dict, group_direct, catalog,
+                       fitted: dict, ev, seed: int, stance_members=(), stance_probs=()) -> dict:
+  """Every metric that follows from predictions (no model in here).
+
+  `predictors` maps a name to per-record distributions over each task-4 record's *listed*
+  options (None = no prediction); `group_direct` the group prompts' distributions (listed
+  order). Everything ordinal is computed after mapping options by text to the question's
+  canonical order, so permuting any record's listed options changes nothing here.
+  Task-3 `stance_members` (StanceRecord) with `stance_probs` over STANCES aggregate into task-3
+  groups like task-4 members do.
+  Returns {"individual", "group", "per_group", "fairness", "tags", "views", "group_views"}.
+  """
+  views = canonical.views(catalog, individual)
+  group_views = canonical.views(catalog, group_records)
+  options_c = [v.options for v in views]
+  targets_c = [v.index(r.target_index) for v, r in zip(views, individual)]
+  ordinal = [v.ordinal for v in views]
+  probs_c = {name: canonical.reorder_all(views, p) for name, p in predictors.items()}
+  individual_metrics = {name: task_metrics.survey_response_metrics(options_c, targets_c, p, ordinal)
+                        for name, p in probs_c.items()} if individual else {}
+
+  # --- group level: members aggregated, group prompts, baselines; all in canonical order --------
+  group_options = [v.options for v in group_views]
+  members = list(individual) + list(stance_members)
+  member_options = options_c + [_stance_member_options(r) for r in stance_members]
+  aggregated = {}
+  for name, p in probs_c.items():
+    member_probs = list(p) + (list(stance_probs) if name == "model" else [None] * len(stance_members))
+    aggregated[name] = groups.aggregate_members(group_records, members, member_probs, group_options,
+                                                member_options)
+  entries = []
+  for gi, (g, gv) in enumerate(zip(group_records, group_views)):
+    preds = {f"{name}_aggregated": aggregated[name][gi][0] for name in probs_c}
+    if group_direct:
+      preds["model_group_prompt"] = gv.probs(group_direct[gi])
+    for name in ("uniform", "marginal"):
+      if name in fitted:
+        try:
+          preds[name] = gv.probs(fitted[name](g))
+        except KeyError:  # no training answers for this (task, question): no baseline here
+          preds[name] = None
+    entries.append({"id": _record_id(g), "question_id": g.extra.get("question_id", g.question),
+                    "group": dict(g.group), "n": g.n, "human": gv.probs(g.distribution).tolist(),
+                    "ordinal": gv.ordinal, "options": gv.options, "predictions": preds,
+                    "members": aggregated["model"][gi][1] if "model" in aggregated else 0})
+  group_metrics = groups.evaluate_groups(entries, draws=ev.noise_floor_draws, seed=seed)
+  for e, row in zip(entries, group_metrics["per_group"]):
+    row["options"], row["members"] = e["options"], e["members"]
+
+  # --- fairness: subgroups from config or found in the data -------------------------------------
+  profiles = [r.extra.get("profile") or dict(r.background) for r in individual]
+  conditions, columns = fairness.resolve_subgroups(profiles, ev.subgroups, ev.subgroup_columns)
+  tags = [fairness.subgroup_tags(p, conditions, columns) for p in profiles]
+  qids = [r.extra.get("question_id", r.question) for r in individual]
+  fairness_metrics = {name: fairness.fairness_metrics(tags, options_c, targets_c, p, qids,
+                                                      ev.fairness_min_records, ordinal)
+                      for name, p in probs_c.items()} if individual else {}
+  return {"individual": individual_metrics, "group": group_metrics, "fairness": fairness_metrics,
+          "subgroups": {"conditions": conditions, "columns": columns},
+          "tags": tags, "views": views, "group_views": group_views, "qids": qids}
+
+
 def evaluate(config, workdir: str) -> dict:
   """Runs the whole evaluation; returns the metrics dict also written to DIR/eval/metrics.json."""
   start = time.time()
@@ -133,8 +193,11 @@ def evaluate(config, workdir: str) -> dict:
   if ev.readout not in ("scoring", "generate"):
     raise ValueError(f"unknown config.eval.readout {ev.readout!r}; valid: ['generate', 'scoring']")
 
-  # --- data ------------------------------------------------------------------------------------
-  test, read_reports = read_records(ev.data or config.data.eval, config.data.lenient)
+  # --- data and limits ---------------------------------------------------------------------------
+  data_spec = ev.data or config.data.eval
+  test, read_reports = read_records(data_spec, config.data.lenient)
+  if not test:
+    raise ValueError(f"no records in config.eval.data={data_spec!r}")
   individual = [r for r in test if isinstance(r, SurveyResponseRecord)]
   group_records = [r for r in test if isinstance(r, GroupDistributionRecord)]
   generated_records = [r for r in test if isinstance(r, tuple(GENERATED_TASKS.values()))]
@@ -142,17 +205,17 @@ def evaluate(config, workdir: str) -> dict:
   if other:
     raise ValueError(f"config.eval.data holds {other} records that are not test records of tasks 1-4 "
                      "(foundation corpus files are for training)")
-  sampled_note = None
-  if ev.max_respondents > 0:
-    individual, sampled_note = sample_respondents(individual, ev.max_respondents, config.seed)
-  if ev.max_records > 0:
-    individual, group_records = individual[:ev.max_records], group_records[:ev.max_records]
-  if not test:
-    raise ValueError(f"no records in config.eval.data={ev.data!r}")
+  limited = eval_limits.apply_limits(individual, group_records, generated_records, ev.max_respondents,
+                                     ev.max_records, config.seed)
+  individual, group_records, generated_records = limited.individual, limited.group, limited.generated
+  pb_count = eval_limits.position_bias_count(ev.position_bias_records, individual, ev.max_records)
+  limited.note_position_bias(pb_count)
   train, train_reports = read_records(ev.train_data, config.data.lenient) if ev.train_data else ([], [])
   train = [r for r in train if isinstance(r, SurveyResponseRecord)]
+  catalog = QuestionCatalog.for_data(_paths(data_spec) + _paths(ev.train_data or ""),
+                                     ev.question_catalog or config.data.question_catalog)
 
-  # --- model and read-out ----------------------------------------------------------------------
+  # --- model and read-outs -----------------------------------------------------------------------
   model, params, tokenizer = load_model(config)
   parse_summary, generated, option_mass = None, None, None
   t0 = time.time()
@@ -167,91 +230,66 @@ def evaluate(config, workdir: str) -> dict:
   group_direct, group_mass = [], []
   if group_records and ev.group_prompts:
     group_direct, group_mass = score_records(model, params, tokenizer, group_records, config,
-                                             "task4 group prompts")
-
+                                             "group prompts")
   generated_metrics, generated_rows = evaluate_generated(
-      model, params, tokenizer, generated_records, ev.batch_size, ev.max_new_tokens_text, ev.judge)
+      model, params, tokenizer, generated_records, ev.batch_size,
+      max_new_tokens_per_task(ev.max_new_tokens_task), ev.judge)
+  stance_members = [r for r in generated_records if isinstance(r, StanceRecord)]
+  stance_rows = [row for row in generated_rows if row["task"] == "task3"]
+  stance_probs = [None if row["parsed"] is None else np.eye(len(STANCES))[STANCES.index(row["parsed"][0])]
+                  for row in stance_rows]
 
-  # --- individual metrics, model beside baselines ------------------------------------------------
-  fitted = baselines.fit_baselines(ev.baselines, train) if ev.baselines and individual else {}
+  # --- metrics from predictions, model beside baselines --------------------------------------------
+  fitted = baselines.fit_baselines(ev.baselines, train) if ev.baselines and (individual or group_records) else {}
   predictors = {"model": probs}
   for name, predict in fitted.items():
     predictors[name] = [predict(r) for r in individual]
-  option_texts = [r.option_texts() for r in individual]
-  targets = [r.target_index for r in individual]
-  individual_metrics = {name: task_metrics.survey_response_metrics(option_texts, targets, p)
-                        for name, p in predictors.items()} if individual else {}
-
-  # --- group level -----------------------------------------------------------------------------
-  aggregated = {name: groups.aggregate_members(group_records, individual, p)
-                for name, p in predictors.items()}
-  entries = []
-  for gi, g in enumerate(group_records):
-    preds = {f"{name}_aggregated": aggregated[name][gi][0] for name in predictors}
-    if group_direct:
-      preds["model_group_prompt"] = group_direct[gi]
-    for name in ("uniform", "marginal"):
-      if name in fitted:
-        try:
-          preds[name] = fitted[name](g)
-        except KeyError:  # no training answers for this (task, question): no baseline here
-          preds[name] = None
-    entries.append({"id": _record_id(g), "question_id": g.extra.get("question_id", g.question),
-                    "group": dict(g.group), "n": g.n, "human": list(g.distribution),
-                    "options": g.option_texts(), "predictions": preds,
-                    "members": aggregated["model"][gi][1]})
-  group_metrics = groups.evaluate_groups(entries, draws=ev.noise_floor_draws, seed=config.seed)
-  for e, row in zip(entries, group_metrics["per_group"]):
-    row["options"], row["members"] = e["options"], e["members"]
-
-  # --- fairness ----------------------------------------------------------------------------------
-  tags = [fairness.subgroup_tags(r.extra.get("profile") or dict(r.background), ev.subgroups,
-                                 ev.subgroup_columns) for r in individual]
-  qids = [r.extra.get("question_id", r.question) for r in individual]
-  fairness_metrics = {name: fairness.fairness_metrics(tags, option_texts, targets, p, qids,
-                                                      ev.fairness_min_records)
-                      for name, p in predictors.items()} if individual else {}
+  got = prediction_metrics(individual, group_records, predictors, group_direct, catalog, fitted, ev,
+                           config.seed, stance_members, stance_probs)
 
   # --- position bias (scoring read-out only) ---------------------------------------------------
   bias = None
-  if ev.readout == "scoring" and ev.position_bias_records > 0 and individual:
-    bias = _position_bias(model, params, tokenizer, individual, config)
+  if ev.readout == "scoring" and pb_count > 0 and individual:
+    bias = _position_bias(model, params, tokenizer, individual, config, pb_count)
 
   # --- report ----------------------------------------------------------------------------------
   result = {
       "model": config.model.path if not config.model.random_init else "random_init",
-      "adapter": ev.adapter or None, "readout": ev.readout, "data": _paths(ev.data or config.data.eval),
+      "adapter": ev.adapter or None, "readout": ev.readout, "data": _paths(data_spec),
       "read_reports": read_reports + train_reports,
       "counts": {"individual": len(individual), "group": len(group_records), "train": len(train),
                  "generated_tasks": len(generated_records)},
-      "sampling": sampled_note,
+      "sampling": limited.sampling_note, "limits": limited.report(),
+      "question_catalog": catalog.report(),
       "readout_seconds": readout_s,
       "records_per_second": len(individual) / readout_s if readout_s > 0 else None,
       "option_mass": ({"mean": float(np.mean(option_mass)), "min": float(np.min(option_mass))}
                       if option_mass else None),
       "group_prompt_option_mass": float(np.mean(group_mass)) if group_mass else None,
-      "parse": parse_summary, "individual": individual_metrics, "generated_tasks": generated_metrics,
-      "group": {"summary": group_metrics["summary"], "noise_floor": group_metrics["noise_floor"]},
-      "fairness": fairness_metrics, "position_bias": bias, "seconds": None,
+      "parse": parse_summary, "individual": got["individual"], "generated_tasks": generated_metrics,
+      "group": {"summary": got["group"]["summary"], "noise_floor": got["group"]["noise_floor"]},
+      "fairness": got["fairness"], "fairness_subgroups": got["subgroups"], "position_bias": bias,
+      "seconds": None,
   }
   rows = []
-  for i, r in enumerate(individual):
+  for i, (r, v) in enumerate(zip(individual, got["views"])):
     p = probs[i]
     rows.append({"id": _record_id(r), "task": r.task, "respondent_id": r.respondent_id,
-                 "question_id": qids[i], "options": option_texts[i], "target": r.answer,
+                 "question_id": got["qids"][i], "options": r.option_texts(), "target": r.answer,
+                 "canonical_options": v.options, "ordinal": v.ordinal,
                  "predicted_distribution": None if p is None else [float(x) for x in p],
-                 "predicted_answer": None if p is None else option_texts[i][int(np.argmax(p))],
+                 "predicted_answer": None if p is None else r.option_texts()[int(np.argmax(p))],
                  "option_mass": None if option_mass is None else option_mass[i],
                  "generated": None if generated is None else generated[i],
-                 "subgroups": tags[i]})
-  for gi, g in enumerate(group_records):
-    rows.append({"id": _record_id(g), "task": f"{g.task}_group", "question_id": entries[gi]["question_id"],
+                 "subgroups": got["tags"][i]})
+  for gi, (g, gv) in enumerate(zip(group_records, got["group_views"])):
+    rows.append({"id": _record_id(g), "task": f"{g.task}_group", "question_id": g.extra.get("question_id", g.question),
                  "group": dict(g.group), "options": g.option_texts(), "target": list(g.distribution),
+                 "canonical_options": gv.options, "ordinal": gv.ordinal,
                  "predicted_distribution": [float(x) for x in group_direct[gi]] if group_direct else None,
                  "predicted_answer": None, "option_mass": group_mass[gi] if group_mass else None,
                  "subgroups": []})
   rows.extend(generated_rows)
   result["seconds"] = time.time() - start
-  report.write_report(out_dir, result, rows, group_metrics["per_group"])
+  report.write_report(out_dir, result, rows, got["group"]["per_group"])
   return result
-

@@ -13,10 +13,13 @@ from surveylm_jax.eval import metrics, text_metrics
 
 
 def survey_response_metrics(option_texts: Sequence[Sequence[str]], targets: Sequence[int],
-                            probs: Sequence[np.ndarray | None]) -> dict:
-  """Task 4 individual. `probs[i]` is the predicted distribution over record i's options in listed
-  order (None = no prediction: a parse failure). Classes are answer identities (option text), so
-  the same answer under different letters in shuffled records is one class."""
+                            probs: Sequence[np.ndarray | None],
+                            ordinal: Sequence[bool] | None = None) -> dict:
+  """Task 4 individual. `probs[i]` is the predicted distribution over `option_texts[i]` (None = no
+  prediction: a parse failure). Classes are answer identities (option text), so the same answer
+  under different letters in shuffled records is one class. RPS is ordinal: it is computed over
+  records whose options are in their question's canonical order and `ordinal[i]` is True (all
+  records when `ordinal` is None), and `rps_records` says how many that was."""
   n = len(targets)
   if not (len(option_texts) == len(probs) == n):
     raise metrics.MetricInputError(f"{len(option_texts)} option lists, {n} targets, {len(probs)} predictions")
@@ -31,15 +34,20 @@ def survey_response_metrics(option_texts: Sequence[Sequence[str]], targets: Sequ
   for i in scored:
     by_k[len(option_texts[i])].append(i)
   sums = collections.Counter()
+  rps_records = 0
   for k, idx in by_k.items():
     p = np.stack([np.asarray(probs[i], np.float64) for i in idx])
     t = [targets[i] for i in idx]
     sums["nll"] += metrics.negative_log_likelihood(p, t) * len(idx)
     sums["brier"] += metrics.brier_score(p, t) * len(idx)
-    sums["rps"] += metrics.ranked_probability_score(p, t) * len(idx)
-  for key in ("nll", "brier", "rps"):
+    ordered = [j for j, i in enumerate(idx) if ordinal is None or ordinal[i]]
+    if ordered:
+      sums["rps"] += metrics.ranked_probability_score(p[ordered], [t[j] for j in ordered]) * len(ordered)
+      rps_records += len(ordered)
+  for key in ("nll", "brier"):
     out[key] = sums[key] / len(scored) if scored else float("nan")
-  out["scored"] = len(scored)
+  out["rps"] = sums["rps"] / rps_records if rps_records else float("nan")
+  out["scored"], out["rps_records"] = len(scored), rps_records
   return out
 
 

@@ -15,6 +15,7 @@ import jax
 from surveylm_jax.data import read_alignsurvey
 from surveylm_jax.data.grain_pipeline import PipelineConfig, build_dataset, pipeline_counts
 from surveylm_jax.data.packing import BATCH_KEYS, batch_shapes
+from surveylm_jax.data.question_catalog import QuestionCatalog
 
 
 def read_records(paths: str, lenient: bool, max_records: int, tfds_dirs=("", "")) -> list:
@@ -65,6 +66,11 @@ class TrainData:
       raise ValueError(f"data.batch_size={self.global_batch} is not divisible by the "
                        f"{jax.process_count()} processes")
     self.seq_len = int(config.data.seq_len)
+    # Canonical option orders for the option losses (user file, converter catalog beside the data,
+    # shipped catalog, known scales); see data/question_catalog.py.
+    files = [p.strip() for p in f"{config.data.train},{config.data.eval}".split(",")
+             if p.strip() and not p.strip().startswith("tfds:")]
+    self.question_catalog = QuestionCatalog.for_data(files, config.data.question_catalog)
     self._eval_cache: List[dict] = []
     self.total_steps = self._total_steps()
 
@@ -75,6 +81,7 @@ class TrainData:
                           share_prefixes=bool(self.config.data.share_prefixes),
                           max_group_members=int(self.config.data.max_group_members),
                           group_answers=str(self.config.data.group_answers),
+                          question_catalog=self.question_catalog,
                           process_index=0, process_count=1, drop_remainder=True)
 
   def _total_steps(self) -> int:

@@ -109,8 +109,12 @@ def option_kl(logits, batch):
 
 @register("option_w1", reads="slots")
 def option_w1(logits, batch):
-  """Differentiable W1 over the options in their listed order, normalised by K-1."""
+  """Differentiable W1 over the options in the slot's order, normalised by K-1. The pipeline
+  lists slot options in the question's canonical order; nominal slots (option_ordinal 0) are
+  left out."""
   probs, valid = option_distribution(logits, batch)
+  if "option_ordinal" in batch:
+    valid = valid & (batch["option_ordinal"] > 0)
   target = batch["option_targets"].astype(jnp.float32)
   flat_p = target.reshape(-1, target.shape[-1])
   flat_q = probs.reshape(-1, probs.shape[-1])

@@ -26,7 +26,7 @@ def _ids(records):
 def test_small_codebook_cli_writes_every_file_readable(tmp_path):
   assert survey_to_alignsurvey.main(["--codebook", SMALL, "--out", str(tmp_path)]) == 0
   written = {os.path.relpath(os.path.join(d, f), tmp_path) for d, _, fs in os.walk(tmp_path) for f in fs}
-  assert written == ALL_FILES | {"conversion_report.json"}
+  assert written == ALL_FILES | {"conversion_report.json", "question_catalog.yaml"}
   report = json.load(open(tmp_path / "conversion_report.json"))
   assert report["respondents"] == 60 and report["counts"]["missing:q_trust"] > 0
   train = data.read_alignsurvey(tmp_path / "task4/individual/train.json")

@@ -6,7 +6,7 @@ import pytest
 
 from configs import eval_gss_zero_shot
 from surveylm_jax.data import survey_prompts
-from surveylm_jax.eval import runner
+from surveylm_jax.eval import eval_limits, runner
 
 OPTIONS = ["too little", "about right", "too much"]
 QUESTIONS = {"natenvir": "Spending on the environment?", "natheal": "Spending on health?"}
@@ -89,7 +89,7 @@ def _stance_file(tmp_path):
 def test_generate_readout_counts_parse_failures(tmp_path, smollm2_path):
   config = _write(tmp_path, smollm2_path)
   config.eval.data += "," + _stance_file(tmp_path)
-  config.eval.max_new_tokens_text = 4
+  config.eval.max_new_tokens_task.update({"task1": 4, "task2": 4, "task3": 4})
   config.eval.readout = "generate"
   config.eval.max_new_tokens = 3
   config.eval.baselines = ("uniform",)
@@ -118,11 +118,11 @@ def test_sample_respondents_keeps_whole_respondents(tmp_path, smollm2_path):
   from surveylm_jax.data import read_alignsurvey
   config = _write(tmp_path, smollm2_path)
   records = list(read_alignsurvey(config.eval.data.split(",")[0]))
-  kept, note = runner.sample_respondents(records, 2, seed=0)
+  kept, note = eval_limits.sample_respondents(records, 2, seed=0)
   ids = {r.respondent_id for r in kept}
   assert len(ids) == 2 and len(kept) == 4 and "2 of 4 test respondents" in note
   assert kept == [r for r in records if r.respondent_id in ids]      # file order, all their records
-  assert runner.sample_respondents(records, 10, seed=0) == (records, None)
+  assert eval_limits.sample_respondents(records, 10, seed=0) == (records, None)
   # The key is the prompt text up to the question: here backgrounds only say the sex, so the
   # two women share one key and the two men another (identical prefixes, so sharing is exact).
   keys = {runner.prefix_key(r) for r in records}
