@@ -72,9 +72,9 @@ SCALES: dict[str, dict[str, float]] = {
         ("much higher", "much above average", "far above average", "高很多", "远高于平均")),
     "change": _scale(
         ("much worse", "差了很多", "差很多"),
-        ("worse", "worse off", "更差了", "变差了", "更差", "变差"),
+        ("worse", "worse off", "declined", "gone down", "更差了", "变差了", "更差", "变差", "下降了", "下降"),
         ("about the same", "stayed the same", "no change", "差不多", "没什么变化", "没有变化", "不变"),
-        ("better", "better off", "更好了", "变好了", "更好", "变好"),
+        ("better", "better off", "improved", "gone up", "更好了", "变好了", "更好", "变好", "上升了", "上升"),
         ("much better", "好了很多", "好很多")),
     "gap": _scale(
         ("narrowed a lot", "大幅缩小"),

@@ -164,9 +164,9 @@ class QuestionCatalog:
           return e
       if entries:
         e = entries[0]
-        raise DataError(f"the question catalog lists this question with options {list(e.options)}, "
-                        f"but the record's options are {sorted(keys)}; fix the catalog entry "
-                        f"questions[{e.index}] or the record", path=e.path, field=where)
+        raise DataError(f"lists {list(e.options)}, but {where or 'a record'} of this question has "
+                        f"the options {sorted(keys)}; fix the entry or the record", path=e.path,
+                        field=f"questions[{e.index}].options")
     return None
 
   def resolve(self, question_id, question_text: str, option_texts, where: str = "") -> QuestionOrder:
