@@ -127,7 +127,7 @@ def _paper_groups(field: str, values: list) -> list[str]:
 
 def default_subgroups(profiles: Sequence[dict], max_values: int = 8) -> tuple[list[str], list[str]]:
   """(conditions, columns) found in the data: the paper's groups where their fields exist, and
-  every field with 2..max_values distinct values (one subgroup per value)."""
+  every field with 2..max_values distinct values (one subgroup per value; numbers: 2..3)."""
   values = collections.defaultdict(list)
   for p in profiles:
     for field, v in p.items():
@@ -136,7 +136,10 @@ def default_subgroups(profiles: Sequence[dict], max_values: int = 8) -> tuple[li
   conditions, columns = [], []
   for field, vs in values.items():
     conditions.extend(_paper_groups(field, vs))
-    if 2 <= len({str(v) for v in vs}) <= max_values:
+    distinct = {str(v) for v in vs}
+    numeric = all(_number(v) is not None for v in distinct)
+    # Few values make a column of subgroups; a number with many values (an age) does not.
+    if 2 <= len(distinct) <= (3 if numeric else max_values):
       columns.append(field)
   return conditions, columns
 
