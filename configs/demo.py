@@ -63,4 +63,8 @@ def get_config():
   config.eval.group_prompts = False
   config.eval.position_bias_records = 0
   config.eval.noise_floor_draws = 100
+  # The table's worst-subgroup column over the paper's groups and five GSS columns ("auto" would
+  # add every few-valued profile field).
+  config.eval.subgroups = ("rural resident=yes", "age group=76 and over", "yearly income=under $20,000")
+  config.eval.subgroup_columns = ("sex", "race", "age group", "highest degree", "yearly income")
   return config

@@ -2,7 +2,11 @@
 ahead of time (abstract shapes, no weights) for v5e-8, v5p-8 and v6e-8 meshes, and per-chip
 memory and compiled FLOPs are read from the executable.
 
+Plans: the two target models at `--rows_per_chip` rows of `--seq_len` tokens, and the SurveyLM
+recipe (configs/surveylm_qwen25_7b.py; both stages share its batch) exactly as configured.
+
 JAX_PLATFORMS=cpu python -m tools.bench.tpu_memory_plan --out runs/bench/tpu_memory_plan.json
+JAX_PLATFORMS=cpu python -m tools.bench.tpu_memory_plan --plans=surveylm-qwen2.5-7b --slices=v5e-8
 (needs requirements-tpu.txt: the libtpu wheel jax's `jax[tpu]` extra pins)
 """
 import json
@@ -12,13 +16,16 @@ import time
 import ml_collections
 from absl import app, flags, logging
 
-from configs import base
+from configs import base, surveylm_qwen25_7b
 from surveylm_jax import models
 from surveylm_jax.train import aot
 
 _OUT = flags.DEFINE_string("out", "runs/bench/tpu_memory_plan.json", "JSON output.")
 _SEQ = flags.DEFINE_integer("seq_len", 2048, "Sequence length.")
 _ROWS_PER_CHIP = flags.DEFINE_integer("rows_per_chip", 1, "Batch rows per chip.")
+_PLANS = flags.DEFINE_list("plans", ["qwen2.5-7b", "llama-3.1-8b", "surveylm-qwen2.5-7b"],
+                           "Models, and the SurveyLM recipe, to plan.")
+_SLICES = flags.DEFINE_list("slices", ["v5e-8", "v5p-8", "v6e-8"], "TPU slices to plan for.")
 
 # Published HF config.json values of the two target models.
 MODELS = {
@@ -47,30 +54,51 @@ def plan_config(model: dict) -> ml_collections.ConfigDict:
   return c
 
 
+RECIPE = "surveylm-qwen2.5-7b"
+
+
+def recipe_config() -> ml_collections.ConfigDict:
+  """The recipe's Stage I config (batch, microbatches, remat, mesh as set) at Qwen2.5-7B shapes."""
+  c = surveylm_qwen25_7b.get_config("stage1")
+  c.model.random_init = ml_collections.ConfigDict(MODELS["qwen2.5-7b"])
+  return c
+
+
+def plan(name: str, chips: int):
+  """(config, HF model dict, global batch rows, sequence length) of a plan on `chips` chips."""
+  if name == RECIPE:
+    c = recipe_config()
+    return c, MODELS["qwen2.5-7b"], c.data.batch_size, c.data.seq_len
+  if name not in MODELS:
+    raise ValueError(f"unknown plan {name!r}; valid: {', '.join([*MODELS, RECIPE])}")
+  return plan_config(MODELS[name]), MODELS[name], _ROWS_PER_CHIP.value * chips, _SEQ.value
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   rows = []
-  for model_name, model in MODELS.items():
-    for slice_name, (topology, hbm_gib) in SLICES.items():
+  for model_name in _PLANS.value:
+    for slice_name in _SLICES.value:
+      topology, hbm_gib = SLICES[slice_name]
       devices = aot.topology_devices(topology)
+      config, model, batch_rows, seq_len = plan(model_name, len(devices))
       start = time.time()
       try:
-        compiled = aot.compile_train_step(plan_config(model), devices,
-                                          batch_rows=_ROWS_PER_CHIP.value * len(devices),
-                                          seq_len=_SEQ.value)
+        compiled = aot.compile_train_step(config, devices, batch_rows=batch_rows, seq_len=seq_len)
         s = aot.summarize(compiled)
         cfg = models.config_from_hf_dict(model, param_dtype="bfloat16")
-        s["flops"] = models.flops.train_step_flops(
-            cfg, _ROWS_PER_CHIP.value * len(devices) * _SEQ.value, _SEQ.value, lora=True)
+        s["flops"] = models.flops.train_step_flops(cfg, batch_rows * seq_len, seq_len, lora=True)
         s.update(fits=s["peak_bytes_estimate"] <= hbm_gib * 2 ** 30)
       except Exception as e:  # noqa: BLE001 - a slice that cannot hold the step is a result too
         s = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
       s.update(model=model_name, slice=slice_name, chips=len(devices), hbm_gib=hbm_gib,
-               seq_len=_SEQ.value, compile_seconds=round(time.time() - start, 1))
+               seq_len=seq_len, batch_rows=batch_rows, microbatches=config.train.microbatches,
+               compile_seconds=round(time.time() - start, 1))
       rows.append(s)
       peak = s.get("peak_bytes_estimate")
-      print(f"{model_name:13s} {slice_name:6s} chips={len(devices)} "
+      print(f"{model_name:19s} {slice_name:6s} chips={len(devices)} rows={batch_rows} "
+            f"microbatches={config.train.microbatches} "
             + (f"peak/chip={peak / 2**30:6.2f} GiB of {hbm_gib} GiB "
                f"flops/step={s['flops']:.3e}" if peak else s.get("error", "")), flush=True)
   os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
