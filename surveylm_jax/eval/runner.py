@@ -133,7 +133,8 @@ def prediction_metrics(individual, group_records, predictors: dict, group_direct
   canonical order, so permuting any record's listed options changes nothing here.
   Task-3 `stance_members` (StanceRecord) with `stance_probs` over STANCES aggregate into task-3
   groups like task-4 members do.
-  Returns {"individual", "group", "per_group", "fairness", "tags", "views", "group_views"}.
+  Returns {"individual", "group" (evaluate_groups' output), "fairness", "subgroups", "tags",
+  "views", "group_views", "qids"}.
   """
   views = canonical.views(catalog, individual)
   group_views = canonical.views(catalog, group_records)
@@ -167,10 +168,11 @@ def prediction_metrics(individual, group_records, predictors: dict, group_direct
     entries.append({"id": _record_id(g), "question_id": g.extra.get("question_id", g.question),
                     "group": dict(g.group), "n": g.n, "human": gv.probs(g.distribution).tolist(),
                     "ordinal": gv.ordinal, "options": gv.options, "predictions": preds,
+                    "question": g.question,
                     "members": aggregated["model"][gi][1] if "model" in aggregated else 0})
   group_metrics = groups.evaluate_groups(entries, draws=ev.noise_floor_draws, seed=seed)
   for e, row in zip(entries, group_metrics["per_group"]):
-    row["options"], row["members"] = e["options"], e["members"]
+    row["options"], row["members"], row["question"] = e["options"], e["members"], e["question"]
 
   # --- fairness: subgroups from config or found in the data -------------------------------------
   profiles = [r.extra.get("profile") or dict(r.background) for r in individual]
