@@ -85,7 +85,7 @@ def position_bias_count(configured: int, records, max_records: int) -> int:
   count, copies = 0, 0
   for r in records[:max(configured, 0)]:
     copies += len(option_orders(len(r.options)))
-    if max_records > 0 and copies > max_records and count > 0:
+    if max_records > 0 and copies > max_records:
       break
     count += 1
   return count

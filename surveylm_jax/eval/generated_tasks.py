@@ -45,6 +45,13 @@ def generate_texts(model, params, tokenizer, prompts, batch_size: int, max_new_t
   return [tokenizer.decode(row, skip_special_tokens=True) for row in new]
 
 
+def record_id(record) -> str:
+  """'task3/group/test.json#4': the file's last three path parts and the record's index, so
+  records of different tasks' same-named files stay apart in predictions.jsonl."""
+  parts = str(record.source.path).replace("\\", "/").split("/")
+  return "/".join(parts[-3:]) + f"#{record.source.index}"
+
+
 def max_new_tokens_per_task(overrides) -> dict:
   """The measured defaults, with each task's positive config value in its place."""
   overrides = dict(overrides or {})
@@ -87,7 +94,7 @@ def evaluate_generated(model, params, tokenizer, records, batch_size: int, max_n
     metrics[task]["parse"] = tally.summary()
     metrics[task]["generation"] = {"max_new_tokens": max_new_tokens[task], **stats.summary()}
     for r, t, p, cut in zip(recs, texts, parsed, stats.cut):
-      rows.append({"id": f"{r.source.path}#{r.source.index}", "task": task, "respondent_id": r.respondent_id,
+      rows.append({"id": record_id(r), "task": task, "respondent_id": r.respondent_id,
                    "target": r.output, "generated": t, "cut_at_max_new_tokens": bool(cut),
                    "parsed": list(p.value) if isinstance(p.value, tuple) else p.value,
                    "parse_failure": None if p.ok else p.reason})

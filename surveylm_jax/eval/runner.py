@@ -4,7 +4,14 @@ predictions.jsonl, report.md, plots/}.
 
 Reads top to bottom: data and limits, question catalog, model, read-outs, then
 `prediction_metrics` (individual, group, fairness: every ordinal quantity in each question's
-canonical order), position bias, report. Test files may mix tasks and levels (comma-separated).
+canonical order), registered metrics, position bias, report. Test files may mix tasks and levels
+(comma-separated).
+
+The task-4 read-out is chosen by `config.eval.readout` from `READOUTS` ("scoring", "generate", or
+one registered with `register_readout`): `fn(model, params, tokenizer, records, config, label)`
+returns {"probs": per record, a distribution over its *listed* options or None (no prediction,
+scored as wrong)} plus optional per-record "option_mass" and "generated" (text) and a "parse"
+summary.
 """
 from __future__ import annotations
 
@@ -20,10 +27,10 @@ from surveylm_jax.data import prompt_layouts
 from surveylm_jax.data.option_shuffle import reorder_options
 from surveylm_jax.data.prefix_packing import prefix_key
 from surveylm_jax.data.question_catalog import QuestionCatalog
-from surveylm_jax.eval import (answer_parsing, baselines, canonical, eval_limits, fairness, groups,
-                               position_bias, report, task_metrics)
+from surveylm_jax.eval import (answer_parsing, baselines, canonical, eval_limits, extra_metrics,
+                               fairness, groups, position_bias, report, task_metrics)
 from surveylm_jax.eval.generated_tasks import (GENERATED_TASKS, chat_prompt, evaluate_generated,
-                                               generate_texts, max_new_tokens_per_task)
+                                               generate_texts, max_new_tokens_per_task, record_id)
 from surveylm_jax.inference import scoring
 
 
@@ -90,8 +97,52 @@ def generate_records(model, params, tokenizer, records, config, label: str):
   return probs, texts_out, tally.summary()
 
 
-def _record_id(r) -> str:
-  return f"{os.path.basename(os.path.dirname(r.source.path))}/{os.path.basename(r.source.path)}#{r.source.index}"
+READOUTS = {}
+
+
+def register_readout(name: str):
+  def wrap(fn):
+    if name in READOUTS:
+      raise ValueError(f"read-out {name!r} is already registered")
+    READOUTS[name] = fn
+    return fn
+  return wrap
+
+
+def get_readout(name: str):
+  if name not in READOUTS:
+    raise ValueError(f"unknown config.eval.readout {name!r}; registered: {sorted(READOUTS)}")
+  return READOUTS[name]
+
+
+@register_readout("scoring")
+def scoring_readout(model, params, tokenizer, records, config, label: str) -> dict:
+  probs, option_mass = score_records(model, params, tokenizer, records, config, label)
+  return {"probs": probs, "option_mass": option_mass}
+
+
+@register_readout("generate")
+def generate_readout(model, params, tokenizer, records, config, label: str) -> dict:
+  probs, texts, parse_summary = generate_records(model, params, tokenizer, records, config, label)
+  return {"probs": probs, "generated": texts, "parse": parse_summary}
+
+
+def checked_distributions(source: str, records, probs) -> list:
+  """`probs` as arrays, one per record over its listed options (or None); else an error naming
+  the read-out or baseline that produced them."""
+  if len(probs) != len(records):
+    raise ValueError(f"{source}: {len(probs)} distributions for {len(records)} records")
+  out = []
+  for r, p in zip(records, probs):
+    if p is None:
+      out.append(None)
+      continue
+    p = np.asarray(p)
+    if p.shape != (len(r.options),) or not np.all(np.isfinite(p)) or np.any(p < 0):
+      raise ValueError(f"{source}: {r.source}: expected {len(r.options)} non-negative probabilities "
+                       f"(one per listed option), got {p.tolist()}")
+    out.append(p)
+  return out
 
 
 def _position_bias(model, params, tokenizer, records, config, count: int):
@@ -119,8 +170,8 @@ def _position_bias(model, params, tokenizer, records, config, count: int):
 
 def _stance_member_options(record) -> list[str]:
   """A task-3 member's one-hot prediction is over STANCES, named in the record's language."""
-  lang = "zh" if record.stance_label in prompt_layouts.STANCE["zh"]["labels"].values() else "en"
-  return [prompt_layouts.STANCE[lang]["labels"][s] for s in STANCES]
+  labels = prompt_layouts.layout("stance", prompt_layouts.stance_language(record.stance_label))["labels"]
+  return [labels[s] for s in STANCES]
 
 
 def prediction_metrics(individual, group_records, predictors: dict, group_direct, catalog,
@@ -165,7 +216,7 @@ def prediction_metrics(individual, group_records, predictors: dict, group_direct
           preds[name] = gv.probs(fitted[name](g))
         except KeyError:  # no training answers for this (task, question): no baseline here
           preds[name] = None
-    entries.append({"id": _record_id(g), "question_id": g.extra.get("question_id", g.question),
+    entries.append({"id": record_id(g), "question_id": g.extra.get("question_id", g.question),
                     "group": dict(g.group), "n": g.n, "human": gv.probs(g.distribution).tolist(),
                     "ordinal": gv.ordinal, "options": gv.options, "predictions": preds,
                     "question": g.question,
@@ -192,8 +243,9 @@ def evaluate(config, workdir: str) -> dict:
   start = time.time()
   out_dir = os.path.join(workdir, "eval")
   ev = config.eval
-  if ev.readout not in ("scoring", "generate"):
-    raise ValueError(f"unknown config.eval.readout {ev.readout!r}; valid: ['generate', 'scoring']")
+  readout = get_readout(ev.readout)   # registry names fail here, before any data or model loads
+  baselines.check_names(ev.baselines)
+  extra_metrics.check(ev.metrics)
 
   # --- data and limits ---------------------------------------------------------------------------
   data_spec = ev.data or config.data.eval
@@ -219,15 +271,10 @@ def evaluate(config, workdir: str) -> dict:
 
   # --- model and read-outs -----------------------------------------------------------------------
   model, params, tokenizer = load_model(config)
-  parse_summary, generated, option_mass = None, None, None
   t0 = time.time()
-  if not individual:
-    probs = []
-  elif ev.readout == "scoring":
-    probs, option_mass = score_records(model, params, tokenizer, individual, config, "task4 individual")
-  else:
-    probs, generated, parse_summary = generate_records(model, params, tokenizer, individual, config,
-                                                       "task4 individual")
+  out = readout(model, params, tokenizer, individual, config, "task4 individual") if individual else {}
+  probs = checked_distributions(f"read-out {ev.readout!r}", individual, out.get("probs", []))
+  option_mass, generated, parse_summary = out.get("option_mass"), out.get("generated"), out.get("parse")
   readout_s = time.time() - t0
   group_direct, group_mass = [], []
   if group_records and ev.group_prompts:
@@ -245,9 +292,11 @@ def evaluate(config, workdir: str) -> dict:
   fitted = baselines.fit_baselines(ev.baselines, train) if ev.baselines and (individual or group_records) else {}
   predictors = {"model": probs}
   for name, predict in fitted.items():
-    predictors[name] = [predict(r) for r in individual]
+    predictors[name] = checked_distributions(f"baseline {name!r}", individual,
+                                             [predict(r) for r in individual])
   got = prediction_metrics(individual, group_records, predictors, group_direct, catalog, fitted, ev,
                            config.seed, stance_members, stance_probs)
+  registered = extra_metrics.compute(ev.metrics, individual, predictors) if individual else {}
 
   # --- position bias (scoring read-out only) ---------------------------------------------------
   bias = None
@@ -271,12 +320,12 @@ def evaluate(config, workdir: str) -> dict:
       "parse": parse_summary, "individual": got["individual"], "generated_tasks": generated_metrics,
       "group": {"summary": got["group"]["summary"], "noise_floor": got["group"]["noise_floor"]},
       "fairness": got["fairness"], "fairness_subgroups": got["subgroups"], "position_bias": bias,
-      "seconds": None,
+      "extra_metrics": registered, "seconds": None,
   }
   rows = []
   for i, (r, v) in enumerate(zip(individual, got["views"])):
     p = probs[i]
-    rows.append({"id": _record_id(r), "task": r.task, "respondent_id": r.respondent_id,
+    rows.append({"id": record_id(r), "task": r.task, "respondent_id": r.respondent_id,
                  "question_id": got["qids"][i], "options": r.option_texts(), "target": r.answer,
                  "canonical_options": v.options, "ordinal": v.ordinal,
                  "predicted_distribution": None if p is None else [float(x) for x in p],
@@ -285,7 +334,7 @@ def evaluate(config, workdir: str) -> dict:
                  "generated": None if generated is None else generated[i],
                  "subgroups": got["tags"][i]})
   for gi, (g, gv) in enumerate(zip(group_records, got["group_views"])):
-    rows.append({"id": _record_id(g), "task": f"{g.task}_group", "question_id": g.extra.get("question_id", g.question),
+    rows.append({"id": record_id(g), "task": f"{g.task}_group", "question_id": g.extra.get("question_id", g.question),
                  "group": dict(g.group), "options": g.option_texts(), "target": list(g.distribution),
                  "canonical_options": gv.options, "ordinal": gv.ordinal,
                  "predicted_distribution": [float(x) for x in group_direct[gi]] if group_direct else None,
