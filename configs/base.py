@@ -3,10 +3,17 @@ changes only what differs; every field can be overridden on the command line
 (`--config.train.lr=3e-4`)."""
 import ml_collections
 
+from surveylm_jax.extensions import ExperimentConfig
+
 
 def get_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = ExperimentConfig()   # keeps `loss` open to registered names (surveylm_jax/extensions.py)
   c.seed = 0
+  # The researcher's own modules (dotted names on PYTHONPATH, or .py paths), imported by every
+  # launch/ main before a registry is read: they may register losses, read-outs, baselines,
+  # metrics and prompt languages (README, "Extending"), e.g.
+  #   --config.extra_modules=my_pkg.losses --config.loss.letter_entropy=0.1
+  c.extra_modules = ()
 
   # Model: an HF folder, or a random tiny model when `random_init` holds an HF-style config dict.
   c.model = ml_collections.ConfigDict()
@@ -37,6 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.tfds_manual_dir = ""            # the AlignSurvey release's JSON folder (for tfds: sources)
   c.data.tfds_data_dir = ""              # where TFDS writes the ArrayRecord build (default ~/tensorflow_datasets)
   c.data.lenient = False
+  c.data.allow_empty = False             # True: a data file with no records is read as empty, not an error
   c.data.seq_len = 512
   c.data.batch_size = 8                  # global batch (rows)
   c.data.pack = True
@@ -67,8 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 0                 # 0 = only at the end
   c.train.eval_batches = 4
 
-  # Losses and their weights (registry keys in surveylm_jax.train.losses).
-  c.loss = ml_collections.ConfigDict({"token_ce": 1.0})
+  # Losses and their weights (registry keys in surveylm_jax.train.losses; a weight of 0 or a name
+  # not given = off). Any registered name may be added, also from the command line.
+  c.loss = {"token_ce": 1.0}
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 100
@@ -102,8 +111,9 @@ def get_config() -> ml_collections.ConfigDict:
                                          # position-bias copies, each of tasks 1-3) capped at this
   c.eval.question_catalog = ""           # default: c.data.question_catalog
   c.eval.batch_size = 16
-  c.eval.readout = "scoring"             # scoring | generate
-  c.eval.baselines = ("uniform", "majority", "marginal", "logreg")
+  c.eval.readout = "scoring"             # scoring | generate | a registered read-out
+  c.eval.baselines = ("uniform", "majority", "marginal", "logreg")   # or registered ones
+  c.eval.metrics = ()                    # registered metrics (eval/extra_metrics.py) to add
   c.eval.train_data = ""                 # task-4 training records the baselines fit on
   c.eval.max_respondents = -1            # > 0: a seeded sample of test respondents (all their records)
   c.eval.group_prompts = True            # also score the group-prompt records directly

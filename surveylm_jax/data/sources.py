@@ -11,11 +11,11 @@ from surveylm_jax.data.task_parsers import empty_notes, parser_for
 class InMemorySource:
   """All records of some AlignSurvey files, held in memory (small files, tests, evaluation)."""
 
-  def __init__(self, paths, lenient: bool = False):
+  def __init__(self, paths, lenient: bool = False, allow_empty: bool = False):
     paths = [paths] if isinstance(paths, str) else list(paths)
     self.records, self.reports = [], []
     for path in paths:
-      records = read_alignsurvey(path, lenient=lenient)
+      records = read_alignsurvey(path, lenient=lenient, allow_empty=allow_empty)
       self.records.extend(records)
       self.reports.append(records.report)
 

@@ -124,8 +124,9 @@ def evaluate_groups(entries: Sequence[dict], draws: int = 200, seed: int = 0) ->
   """Distances for every predictor on every group, the noise floor, and gap-closed summaries.
 
   Each entry: {"id", "question_id", "group", "n", "human": [K], "predictions": {name: [K] | None},
-  "ordinal": bool (default True)}, every distribution in the question's canonical order. Nominal
-  questions get JS, TV and KL only; W1 summaries and gap closed are over ordinal groups.
+  "ordinal": bool (default True), "question": text (optional, kept in the row)}, every distribution
+  in the question's canonical order. Nominal questions get JS, TV and KL only; W1 summaries and gap
+  closed are over ordinal groups.
   Predictors named "uniform" and "marginal" serve as the gap-closed baselines when present.
   Returns {"per_group": [...], "summary": {predictor: {distance: mean, gap_closed_vs_*: mean,
   "groups": count}}, "noise_floor": {distance: mean}}.
@@ -138,6 +139,8 @@ def evaluate_groups(entries: Sequence[dict], draws: int = 200, seed: int = 0) ->
     row = {"id": e["id"], "question_id": e.get("question_id"), "group": e.get("group"), "n": e.get("n"),
            "ordinal": ordinal, "human": human.tolist(), "predictions": {}, "distances": {}}
     floor = bootstrap_noise_floor(human, e["n"], draws, seed, ordinal) if e.get("n") else None
+    if e.get("question"):  # the question's words, for plots and readers (the id is a column code)
+      row["question"] = e["question"]
     row["noise_floor"] = floor
     if floor:
       for d in DISTANCES:

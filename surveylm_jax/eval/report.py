@@ -5,9 +5,12 @@ distributions per question and group, subgroup gaps, and calibration of the mode
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import re
+import unicodedata
 
 import numpy as np
 
@@ -30,6 +33,19 @@ def _table(header, rows) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
   return "\n".join(lines)
+
+
+def _extra_metrics_table(extra: dict) -> str:
+  """One row per metric (per key of a metric that returns a dict), one column per predictor."""
+  predictors = list(dict.fromkeys(p for by_predictor in extra.values() for p in by_predictor))
+  rows = []
+  for name, by_predictor in extra.items():
+    keys = sorted({k for v in by_predictor.values() if isinstance(v, dict) for k in v})
+    if not keys:
+      rows.append([name] + [by_predictor.get(p) for p in predictors])
+    for key in keys:
+      rows.append([f"{name}.{key}"] + [(by_predictor.get(p) or {}).get(key) for p in predictors])
+  return _table(["metric"] + predictors, rows)
 
 
 def markdown(result: dict, plots: list[str]) -> str:
@@ -71,6 +87,8 @@ def markdown(result: dict, plots: list[str]) -> str:
               _table(["predictor", "accuracy", "macro F1", "weighted F1", "NLL", "Brier", "RPS", "parse failures"],
                      [[n, m["accuracy"], m["macro_f1"], m["weighted_f1"], m["nll"], m["brier"], m["rps"],
                        m["parse_failures"]] for n, m in result["individual"].items()])]
+  if result.get("extra_metrics"):
+    parts += ["", "## Registered metrics (config.eval.metrics)", "", _extra_metrics_table(result["extra_metrics"])]
   g = result["group"]
   if g["summary"]:
     parts += ["", "## Group distributions (tasks 3 and 4)", "",
@@ -129,82 +147,193 @@ def markdown(result: dict, plots: list[str]) -> str:
   return "\n".join(parts) + "\n"
 
 
-def _plot_groups(per_group, path, max_panels: int = 12):
+# --- plots ---------------------------------------------------------------------------------------
+# Labels come from the data: question texts, options and subgroup values such as
+# "yearly income=$50,000 to $89,999". They are drawn as written (no math text, no TeX), cut or
+# wrapped to a width counted in display columns (a CJK character takes two), and figures are
+# saved with a tight bounding box so that no label is clipped at the edge.
+_WIDE = r"\u1100-\u115f\u2e80-\u303e\u3041-\u33ff\u3400-\u4dbf\u4e00-\u9fff\ua960-\ua97f" \
+        r"\uac00-\ud7a3\uf900-\ufaff\ufe30-\ufe4f\uff00-\uff60\uffe0-\uffe6"
+_TOKENS = re.compile(rf"\s+|[{_WIDE}]|[^\s{_WIDE}]+")
+_CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "Source Han Sans SC",
+              "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "SimHei", "Microsoft YaHei", "PingFang SC",
+              "Heiti SC", "AR PL UMing CN")
+PANEL_TITLE_COLUMNS = 46   # one line of a group panel's title (three panels across 12 inches)
+QUESTION_COLUMNS = 120     # question text kept in a panel title, before its id (GSS items
+                           # differ at their end: "... on the space exploration program?")
+LABEL_COLUMNS = 40         # one line of a subgroup label
+
+
+def _width(text: str) -> int:
+  """Display columns: East Asian wide and full-width characters take two."""
+  return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def shorten(text: str, columns: int) -> str:
+  """`text` cut to at most `columns` display columns, ending in '…' when cut (at a space when one
+  is near the end, so English words stay whole)."""
+  text = " ".join(str(text).split())
+  if _width(text) <= columns:
+    return text
+  out = ""
+  for ch in text:
+    if _width(out + ch) > columns - 1:
+      break
+    out += ch
+  space = out.rfind(" ")
+  if space >= 0 and _width(out[:space]) >= 2 * columns // 3:
+    out = out[:space]
+  return out.rstrip(" ,;:") + "…"
+
+
+def wrap(text: str, columns: int, max_lines: int = 3) -> str:
+  """Lines of at most `columns` display columns, broken at spaces or between CJK characters (a
+  single longer word stays whole); past `max_lines` the rest is cut with '…' on the last line."""
+  text = " ".join(str(text).split())
+  lines, starts, line = [], [], ""
+  for match in _TOKENS.finditer(text):
+    token = match.group()
+    if token.isspace():
+      line += " " if line else ""
+      continue
+    if line.strip() and _width(line + token) > columns:
+      lines.append(line.rstrip())
+      line = ""
+    if not line:
+      starts.append(match.start())
+    line += token
+  if line.strip():
+    lines.append(line.rstrip())
+  if len(lines) > max_lines:
+    lines = lines[:max_lines - 1] + [shorten(text[starts[max_lines - 1]:], columns)]
+  return "\n".join(lines)
+
+
+def question_title(row: dict) -> str:
+  """A group's question as readers know it: its text, shortened, with the id beside it
+  ("Are we spending too much ... on space exploration? (natspac)"); the id alone when the row
+  carries no text, or the text alone when the id is the text."""
+  qid = str(row.get("question_id") or "")
+  text = " ".join(str(row.get("question") or "").split())
+  if not text or text == qid:
+    return shorten(qid or text, QUESTION_COLUMNS)
+  return f"{shorten(text, QUESTION_COLUMNS)} ({qid})"
+
+
+def _font_families() -> list:
+  """DejaVu Sans, then any CJK font installed, so Chinese labels fall back to real glyphs."""
+  from matplotlib import font_manager
+  installed = {f.name for f in font_manager.fontManager.ttflist}
+  return ["DejaVu Sans"] + [name for name in _CJK_FONTS if name in installed]
+
+
+@contextlib.contextmanager
+def plain_text():
+  """Matplotlib settings under which every text created or drawn is shown as written. Text
+  objects take `parse_math` from rcParams when made, and tick labels are made while saving, so
+  both building and saving a figure happen inside this."""
   import matplotlib
   matplotlib.use("Agg")
+  rc = {"text.parse_math": False, "text.usetex": False}
+  families = _font_families()
+  if len(families) > 1:
+    rc["font.family"] = families
+  with matplotlib.rc_context(rc):
+    yield
+
+
+def _save(fig, path: str):
+  import matplotlib.pyplot as plt
+  fig.savefig(path, dpi=90, bbox_inches="tight")  # tight: the saved image grows to hold every label
+  plt.close(fig)
+
+
+def _panel_title(row: dict) -> str:
+  group = ", ".join(f"{k}={v}" for k, v in (row.get("group") or {}).items())
+  title = wrap(question_title(row), PANEL_TITLE_COLUMNS, 3)
+  return title + ("\n" + wrap(group, PANEL_TITLE_COLUMNS, 2) if group else "")
+
+
+def groups_figure(per_group, max_panels: int = 12):
+  """Human vs predicted option shares, one panel per group (the first `max_panels`). Call inside
+  `plain_text()`."""
   import matplotlib.pyplot as plt
   rows = per_group[:max_panels]
-  cols = 3
-  fig, axes = plt.subplots(math.ceil(len(rows) / cols), cols, figsize=(12, 3.2 * math.ceil(len(rows) / cols)),
-                           squeeze=False)
+  cols, nrows = 3, math.ceil(len(rows) / 3)
+  fig, axes = plt.subplots(nrows, cols, figsize=(12, 3.8 * nrows), squeeze=False, layout="constrained")
   names = ["model_aggregated", "model_group_prompt", "logreg_aggregated", "marginal"]
   for ax, row in zip(axes.flat, rows):
-    k = len(row["human"])
-    x = np.arange(k)
+    x = np.arange(len(row["human"]))
     shown = [n for n in names if n in row["predictions"]]
     width = 0.8 / (len(shown) + 1)
     ax.bar(x, row["human"], width, label="human", color="black")
     for j, n in enumerate(shown):
       ax.bar(x + (j + 1) * width, row["predictions"][n], width, label=n)
-    ax.set_xticks(x + 0.4 - width / 2, [str(o)[:14] for o in row.get("options", x)], fontsize=7)
-    ax.set_title(f"{row['question_id']} | {', '.join(f'{k}={v}' for k, v in (row['group'] or {}).items())}"[:70],
-                 fontsize=8)
+    ax.set_xticks(x + 0.4 - width / 2, [wrap(o, 14, 2) for o in row.get("options", x)], fontsize=7)
+    ax.set_title(_panel_title(row), fontsize=8)
   for ax in list(axes.flat)[len(rows):]:
     ax.axis("off")
   axes.flat[0].legend(fontsize=6)
-  fig.tight_layout()
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
+  return fig
+
+
+def _plot_groups(per_group, path, max_panels: int = 12):
+  with plain_text():
+    _save(groups_figure(per_group, max_panels), path)
 
 
 def _plot_share_scatter(per_group, path):
-  import matplotlib
-  matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, ax = plt.subplots(figsize=(5, 5))
-  for n in ("model_aggregated", "model_group_prompt", "logreg_aggregated", "marginal"):
-    xs = [h for r in per_group if n in r["predictions"] for h in r["human"]]
-    ys = [p for r in per_group if n in r["predictions"] for p in r["predictions"][n]]
-    if xs:
-      ax.scatter(xs, ys, s=6, alpha=0.5, label=n)
-  ax.plot([0, 1], [0, 1], "k--", lw=1)
-  ax.set_xlabel("human share")
-  ax.set_ylabel("predicted share")
-  ax.set_title("Group option shares, all groups and questions")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
+  with plain_text():
+    fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+    for n in ("model_aggregated", "model_group_prompt", "logreg_aggregated", "marginal"):
+      xs = [h for r in per_group if n in r["predictions"] for h in r["human"]]
+      ys = [p for r in per_group if n in r["predictions"] for p in r["predictions"][n]]
+      if xs:
+        ax.scatter(xs, ys, s=6, alpha=0.5, label=n)
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    ax.set_xlabel("human share")
+    ax.set_ylabel("predicted share")
+    ax.set_title("Group option shares, all groups and questions")
+    ax.legend(fontsize=7)
+    _save(fig, path)
 
 
-def _plot_subgroup_gaps(fairness_metrics, path):
-  import matplotlib
-  matplotlib.use("Agg")
+def subgroup_gaps_figure(fairness_metrics):
+  """Accuracy gap of each subgroup to the whole sample, per predictor; None without accuracy.
+  Call inside `plain_text()`."""
   import matplotlib.pyplot as plt
   names = [n for n in ("model", "logreg", "marginal") if n in fairness_metrics
            and "accuracy" in fairness_metrics[n]["summary"]]
   if not names:
-    return False
+    return None
   groups_ = sorted(fairness_metrics[names[0]]["summary"]["accuracy"]["gap_to_overall"])
-  fig, ax = plt.subplots(figsize=(10, 0.3 * len(groups_) + 1.5))
+  labels = [wrap(g, LABEL_COLUMNS, 2) for g in groups_]
+  row_height = 0.45 if any("\n" in label for label in labels) else 0.3
+  fig, ax = plt.subplots(figsize=(10, row_height * len(groups_) + 1.5), layout="constrained")
   y = np.arange(len(groups_))
   h = 0.8 / len(names)
   for j, n in enumerate(names):
     gaps = fairness_metrics[n]["summary"]["accuracy"]["gap_to_overall"]
     ax.barh(y + j * h, [gaps.get(g, np.nan) for g in groups_], h, label=n)
-  ax.set_yticks(y + 0.4 - h / 2, groups_, fontsize=7)
+  ax.set_yticks(y + 0.4 - h / 2, labels, fontsize=7)
+  ax.invert_yaxis()  # subgroups read top to bottom in sorted order
   ax.axvline(0, color="k", lw=1)
   ax.set_xlabel("accuracy gap to the whole sample")
   ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
+  return fig
+
+
+def _plot_subgroup_gaps(fairness_metrics, path):
+  with plain_text():
+    fig = subgroup_gaps_figure(fairness_metrics)
+    if fig is None:
+      return False
+    _save(fig, path)
   return True
 
 
 def _plot_calibration(rows, path, bins: int = 10):
-  import matplotlib
-  matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   conf, hit = [], []
   for r in rows:
@@ -220,17 +349,16 @@ def _plot_calibration(rows, path, bins: int = 10):
   mid = [(edges[b] + edges[b + 1]) / 2 for b in range(bins) if np.any(which == b)]
   acc = [hit[which == b].mean() for b in range(bins) if np.any(which == b)]
   cnt = [int(np.sum(which == b)) for b in range(bins) if np.any(which == b)]
-  fig, ax = plt.subplots(figsize=(5, 5))
-  ax.plot([0, 1], [0, 1], "k--", lw=1)
-  ax.plot(mid, acc, "o-")
-  for m, a, c in zip(mid, acc, cnt):
-    ax.annotate(str(c), (m, a), fontsize=6)
-  ax.set_xlabel("model probability of its top answer")
-  ax.set_ylabel("accuracy")
-  ax.set_title("Calibration (task 4, counts per bin)")
-  fig.tight_layout()
-  fig.savefig(path, dpi=90)
-  plt.close(fig)
+  with plain_text():
+    fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    ax.plot(mid, acc, "o-")
+    for m, a, c in zip(mid, acc, cnt):
+      ax.annotate(str(c), (m, a), fontsize=6)
+    ax.set_xlabel("model probability of its top answer")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Calibration (task 4, counts per bin)")
+    _save(fig, path)
   return True
 
 

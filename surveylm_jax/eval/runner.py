@@ -38,11 +38,11 @@ def _paths(spec: str) -> list[str]:
   return [p.strip() for p in str(spec).split(",") if p.strip()]
 
 
-def read_records(spec: str, lenient: bool, max_records: int = -1):
+def read_records(spec: str, lenient: bool, max_records: int = -1, allow_empty: bool = False):
   """All records of the comma-separated files, and their read reports."""
   records, reports = [], []
   for path in _paths(spec):
-    got = read_alignsurvey(path, lenient=lenient)
+    got = read_alignsurvey(path, lenient=lenient, allow_empty=allow_empty)
     reports.append(got.report.summary())
     records.extend(got)
   if max_records and max_records > 0:
@@ -249,7 +249,7 @@ def evaluate(config, workdir: str) -> dict:
 
   # --- data and limits ---------------------------------------------------------------------------
   data_spec = ev.data or config.data.eval
-  test, read_reports = read_records(data_spec, config.data.lenient)
+  test, read_reports = read_records(data_spec, config.data.lenient, allow_empty=config.data.allow_empty)
   if not test:
     raise ValueError(f"no records in config.eval.data={data_spec!r}")
   individual = [r for r in test if isinstance(r, SurveyResponseRecord)]
@@ -264,7 +264,8 @@ def evaluate(config, workdir: str) -> dict:
   individual, group_records, generated_records = limited.individual, limited.group, limited.generated
   pb_count = eval_limits.position_bias_count(ev.position_bias_records, individual, ev.max_records)
   limited.note_position_bias(pb_count)
-  train, train_reports = read_records(ev.train_data, config.data.lenient) if ev.train_data else ([], [])
+  train, train_reports = (read_records(ev.train_data, config.data.lenient, allow_empty=config.data.allow_empty)
+                          if ev.train_data else ([], []))
   train = [r for r in train if isinstance(r, SurveyResponseRecord)]
   catalog = QuestionCatalog.for_data(_paths(data_spec) + _paths(ev.train_data or ""),
                                      ev.question_catalog or config.data.question_catalog)

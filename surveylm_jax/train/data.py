@@ -18,16 +18,18 @@ from surveylm_jax.data.packing import BATCH_KEYS, batch_shapes
 from surveylm_jax.data.question_catalog import QuestionCatalog
 
 
-def read_records(paths: str, lenient: bool, max_records: int, tfds_dirs=("", "")) -> list:
+def read_records(paths: str, lenient: bool, max_records: int, tfds_dirs=("", ""),
+                 allow_empty: bool = False) -> list:
   """Records of comma-separated sources; skips are reported, not hidden. A source is an AlignSurvey
   JSON/JSONL file or `tfds:alignsurvey/CONFIG:SPLIT` (the TFDS build of a manual-download folder;
-  `tfds_dirs` = (data_dir, manual_dir), built on first use)."""
+  `tfds_dirs` = (data_dir, manual_dir), built on first use). A file holding no records is a
+  DataError naming it unless `allow_empty` (config data.allow_empty) says empty files are meant."""
   records: list = []
   for path in [p.strip() for p in paths.split(",") if p.strip()]:
     if path.startswith("tfds:"):
       records.extend(_tfds_records(path, *tfds_dirs))
       continue
-    part = read_alignsurvey(path, lenient=lenient)
+    part = read_alignsurvey(path, lenient=lenient, allow_empty=allow_empty)
     if part.report.total_skipped:
       print(part.report.summary(), file=sys.stderr, flush=True)
     records.extend(part)
@@ -55,12 +57,14 @@ class TrainData:
     if not config.data.train:
       raise ValueError("config.data.train is empty: name the AlignSurvey training file(s)")
     tfds_dirs = (config.data.tfds_data_dir, config.data.tfds_manual_dir)
+    # .get: configs written before data.allow_empty existed keep the strict default.
+    allow_empty = bool(config.data.get("allow_empty", False))
     self.train_records = read_records(config.data.train, config.data.lenient,
-                                      config.data.max_records, tfds_dirs)
+                                      config.data.max_records, tfds_dirs, allow_empty)
     if not self.train_records:
       raise ValueError(f"{config.data.train}: no training records")
-    self.eval_records = (read_records(config.data.eval, config.data.lenient,
-                                      config.eval.max_records, tfds_dirs) if config.data.eval else [])
+    self.eval_records = (read_records(config.data.eval, config.data.lenient, config.eval.max_records,
+                                      tfds_dirs, allow_empty) if config.data.eval else [])
     self.global_batch = int(config.data.batch_size)
     if self.global_batch % jax.process_count():
       raise ValueError(f"data.batch_size={self.global_batch} is not divisible by the "

@@ -170,3 +170,33 @@ def test_unknown_task_lists_valid_names(tmp_path):
   with pytest.raises(data.DataError, match="valid tasks: .*task4_group"):
     data.read_alignsurvey(path, task="task5")
   assert data.read_alignsurvey(path)[0].task == "task4"  # detected from the content
+
+
+@pytest.mark.parametrize("name,text", [("task4.json", "[]"), ("task4.json", " [\n ]\n"),
+                                       ("task4.jsonl", ""), ("task4.jsonl", "\n\n"), ("task4.json", "")])
+def test_a_file_with_no_records_is_an_error_naming_it_unless_allowed(tmp_path, name, text):
+  path = tmp_path / name
+  path.write_text(text, encoding="utf-8")
+  with pytest.raises(data.DataError, match="holds no records") as info:
+    data.read_alignsurvey(path)
+  assert info.value.path == str(path) and str(info.value).startswith(f"{path}: ")
+  assert info.value.reason == "empty_file"
+  records = data.read_alignsurvey(path, allow_empty=True)
+  assert list(records) == [] and records.report.kept == 0
+
+
+def test_lenient_file_whose_every_line_is_broken_reports_skips_not_emptiness(tmp_path):
+  path = tmp_path / "task4.jsonl"
+  path.write_text('{"instruction": }\n', encoding="utf-8")
+  records = data.read_alignsurvey(path, lenient=True)
+  assert list(records) == [] and records.report.skipped == {"invalid_json": 1}
+
+
+def test_training_read_records_passes_allow_empty(tmp_path):
+  from surveylm_jax.train.data import read_records
+  empty = tmp_path / "empty.json"
+  empty.write_text("[]", encoding="utf-8")
+  full = os.path.join(FIXTURES, "task4_mixed.json")
+  with pytest.raises(data.DataError, match=f"{empty}: the file holds no records"):
+    read_records(f"{full},{empty}", False, -1)
+  assert len(read_records(f"{full},{empty}", False, -1, allow_empty=True)) == 3

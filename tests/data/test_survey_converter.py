@@ -163,3 +163,16 @@ def test_gss2018_group_distributions_equal_the_microdata(gss_conversion):
       found += 1
     assert found == 3 * 18 or split == "test"  # every question for rural, low income, 76+
     assert found > 0
+
+
+def test_cli_reads_back_files_that_are_empty_on_purpose(tmp_path):
+  # No group reaches 1000 respondents: the group files are empty, which is legitimate here.
+  text = open(SMALL, encoding="utf-8").read().replace("min_group_size: 5", "min_group_size: 1000")
+  codebook = tmp_path / "codebook.yaml"
+  codebook.write_text(text.replace("survey_small.csv", os.path.join(HERE, "fixtures", "survey_small.csv")),
+                      encoding="utf-8")
+  out = tmp_path / "out"
+  assert survey_to_alignsurvey.main(["--codebook", str(codebook), "--out", str(out)]) == 0
+  assert json.load(open(out / "task4/group/test.json")) == []
+  with pytest.raises(data.DataError, match="holds no records"):
+    data.read_alignsurvey(out / "task4/group/test.json")
