@@ -15,6 +15,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from surveylm_jax import extensions
 from surveylm_jax.train import two_stage
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Demo config file.",
@@ -68,6 +69,7 @@ def _cached_eval(path: str):
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  extensions.load(_CONFIG.value)   # config.extra_modules, then registry names checked
   from surveylm_jax.eval import comparison, runner
   config, workdir = _CONFIG.value, _WORKDIR.value
   _check_inputs(config)

@@ -2,9 +2,17 @@
 files beside the baselines; writes DIR/eval/{metrics.json, predictions.jsonl, report.md, plots/}.
 
     python -m launch.evaluate --config=configs/eval_gss_zero_shot.py --workdir=runs/gss_zero_shot
+
+Read-outs, baselines, metrics and prompt languages of a researcher's own module (README,
+"Extending") come from modules named in config.extra_modules:
+
+    python -m launch.evaluate --config=configs/eval_gss_zero_shot.py --workdir=runs/mine \
+        --config.extra_modules=my_pkg.ext --config.eval.readout=NAME --config.eval.metrics=NAME
 """
 from absl import app, flags
 from ml_collections import config_flags
+
+from surveylm_jax import extensions
 
 _CONFIG = config_flags.DEFINE_config_file("config", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where eval/ (metrics, predictions, report) goes.",
@@ -13,6 +21,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where eval/ (metrics, predictio
 
 def main(argv):
   del argv
+  extensions.load(_CONFIG.value)   # config.extra_modules, then registry names checked
   from surveylm_jax.eval import runner
   result = runner.evaluate(_CONFIG.value, _WORKDIR.value)
   print(f"wrote {_WORKDIR.value}/eval/report.md ({result['seconds']:.0f} s)")

@@ -7,6 +7,7 @@ See `surveylm_jax.train.two_stage` for the config layout (`stage1` / `stage2` se
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from surveylm_jax import extensions
 from surveylm_jax.train import two_stage
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pipeline config file.",
@@ -18,6 +19,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  extensions.load(_CONFIG.value)   # config.extra_modules, then registry names checked
   two_stage.run(_CONFIG.value, _WORKDIR.value)
 
 

@@ -2,11 +2,16 @@
 
 python -m launch.train --config=configs/tiny.py --workdir=runs/tiny [--config.train.lr=3e-4 ...]
 
-A workdir that already holds checkpoints of this run is resumed.
+A workdir that already holds checkpoints of this run is resumed. A researcher's own module that
+registers a loss (README, "Extending") is named in config.extra_modules and weighted like any loss:
+
+python -m launch.train --config=configs/tiny.py --workdir=runs/tiny \
+    --config.extra_modules=my_pkg.losses --config.loss.letter_entropy=0.1
 """
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from surveylm_jax import extensions
 from surveylm_jax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -18,6 +23,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)   # orbax logs every file rename at INFO
+  extensions.load(_CONFIG.value)   # config.extra_modules, then registry names checked
   loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

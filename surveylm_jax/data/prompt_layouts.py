@@ -4,17 +4,28 @@ The readers parse with these markers and the survey converter writes with them, 
 converter writes is exactly what the readers accept. The Chinese layouts are those of the
 released files; the English task 4 / foundation_quan layout is the released GSS/ATP one; the
 other English layouts are this project's translations of the Chinese ones.
+
+Languages are a registry: `LANGUAGES[code][kind]` is the layout of one prompt kind (the keys of
+`KINDS`) in that language. `register_language(code, layouts)` adds one, so a codebook with
+`language: CODE` converts and its files read back; a language may give only the kinds it is used
+for (task 4 needs survey_response and group_distribution). Placeholders: {year} (a sentence of
+survey_response/group_distribution intros, dropped when no year is known), {topic}, {survey},
+{field}, {question}, {answer}.
 """
 from __future__ import annotations
+
+from surveylm_jax.data.records import STANCES
 
 # task4 individual and foundation_quan: background lines, question, lettered options.
 SURVEY_RESPONSE = {
     "zh": {"intro": "你需要模拟一位真实的问卷填写者来回答以下问题。", "background": "你的个人背景：",
-           "question": "问卷问题：", "options": "选项：", "ask": "请直接输出你的答案："},
+           "question": "问卷问题：", "options": "选项：", "ask": "请直接输出你的答案：",
+           "background_prefix": ""},
     "en": {"intro": "The survey is in {year}. You need to simulate a real survey respondent answering "
                     "the following question.",
            "background": "Your personal background:", "question": "Survey question:", "options": None,
-           "ask": "Please provide your answer directly."},
+           "ask": "Please provide your answer directly.",
+           "background_prefix": "your "},   # released GSS/ATP lines read "your age: 45"
 }
 
 # task4 / task3 group level: a group profile instead of one respondent's background.
@@ -34,13 +45,16 @@ STANCE = {
     "zh": {"intro": "你是一名社会学研究人员，正在分析一名受访者的访谈数据:", "background": "背景信息：",
            "ask": "请判断受访者对{topic}的倾向，并解释你的判断理由。",
            "format": "输出格式为JSON，包含\"predict\"和\"reason\"两个字段。predict字段从\"积极\"、\"消极\"或\"中立\"中选择。",
-           "labels": {"positive": "积极", "neutral": "中立", "negative": "消极"}},
+           "labels": {"positive": "积极", "neutral": "中立", "negative": "消极"},
+           "reason": "受访者对“{question}”的回答是“{answer}”。", "group_question": "该群体对{topic}的倾向如何？"},
     "en": {"intro": "You are a social science researcher analysing the survey answers of one respondent.",
            "background": "Background:",
            "ask": "Judge the respondent's stance towards {topic}, and explain your judgement.",
            "format": "Answer in JSON with the fields \"predict\" and \"reason\"; \"predict\" is one of "
                      "\"positive\", \"neutral\" or \"negative\".",
-           "labels": {"positive": "positive", "neutral": "neutral", "negative": "negative"}},
+           "labels": {"positive": "positive", "neutral": "neutral", "negative": "negative"},
+           "reason": "Asked \"{question}\", the respondent answered \"{answer}\".",
+           "group_question": "How does this group stand on {topic}?"},
 }
 STANCE_WORDS = {"积极": "positive", "中立": "neutral", "消极": "negative",
                 "positive": "positive", "neutral": "neutral", "negative": "negative"}
@@ -61,8 +75,82 @@ ROLE_INFERENCE = {
 INTERVIEW = {
     "zh": {"intro": "你是一名被访者，正在进行一个关于{survey}的调查。", "background": "==你的背景==",
            "history": "==先前对话==", "current": "==当前问题==", "question_tag": "提问:",
-           "answer_tag": "回答:", "ask": "请输出你的回答："},
+           "answer_tag": "回答:", "ask": "请输出你的回答：",
+           "tag_space": ""},   # released Chinese transcripts write "提问:..." with no space
     "en": {"intro": "You are a respondent taking part in a survey on {survey}.", "background": "== Your background ==",
            "history": "== Earlier dialogue ==", "current": "== Current question ==",
-           "question_tag": "Interviewer:", "answer_tag": "Respondent:", "ask": "Answer in your own words:"},
+           "question_tag": "Interviewer:", "answer_tag": "Respondent:", "ask": "Answer in your own words:",
+           "tag_space": " "},
 }
+
+# --- the language registry -----------------------------------------------------------------------
+KINDS = {"survey_response": SURVEY_RESPONSE, "group_distribution": GROUP_DISTRIBUTION, "stance": STANCE,
+         "role_inference": ROLE_INFERENCE, "interview": INTERVIEW}
+# The key whose marker tells a prompt's language when it is read back.
+MARKERS = {"survey_response": "question", "group_distribution": "question", "stance": "background",
+           "role_inference": "dialogue", "interview": "history"}
+# Placeholders the readers match on: a layout without them could not be read back.
+_PLACEHOLDERS = {("stance", "ask"): "{topic}", ("role_inference", "ask"): "{field}"}
+LANGUAGES = {code: {kind: table[code] for kind, table in KINDS.items()} for code in ("zh", "en")}
+
+
+def register_language(code: str, layouts: dict) -> None:
+  """Adds prompt language `code`: `layouts` maps some of the KINDS to a dict with every key the
+  English layout of that kind has (copy one from this file and translate its values)."""
+  if code in LANGUAGES:
+    raise ValueError(f"prompt language {code!r} is already registered")
+  unknown = sorted(set(layouts) - set(KINDS))
+  if unknown or not layouts:
+    raise ValueError(f"prompt language {code!r}: kinds {unknown or '(none)'}; valid kinds: {list(KINDS)}")
+  for kind, layout in layouts.items():
+    missing = [k for k in KINDS[kind]["en"] if k not in layout]
+    if missing:
+      raise ValueError(f"prompt language {code!r}, {kind}: missing keys {missing} (see "
+                       f"prompt_layouts.{kind.upper()}['en'])")
+    for (k_kind, key), placeholder in _PLACEHOLDERS.items():
+      if kind == k_kind and placeholder not in layout[key]:
+        raise ValueError(f"prompt language {code!r}, {kind}.{key} needs the placeholder {placeholder}")
+    if not layout[MARKERS[kind]]:
+      raise ValueError(f"prompt language {code!r}, {kind}.{MARKERS[kind]} is empty: the readers find "
+                       "the language by it")
+    if kind == "stance":
+      if sorted(layout["labels"]) != sorted(STANCES):
+        raise ValueError(f"prompt language {code!r}, stance.labels must name each of {list(STANCES)}")
+      clash = {label: STANCE_WORDS[label] for stance, label in layout["labels"].items()
+               if STANCE_WORDS.get(label, stance) != stance}
+      if clash:
+        raise ValueError(f"prompt language {code!r}: stance labels {clash} already name other stances")
+  for kind, layout in layouts.items():
+    KINDS[kind][code] = dict(layout)
+    if kind == "stance":
+      STANCE_WORDS.update({label: stance for stance, label in layout["labels"].items()})
+  LANGUAGES[code] = {kind: KINDS[kind][code] for kind in layouts}
+
+
+def layout(kind: str, code: str) -> dict:
+  """The layout of one prompt kind in language `code`; errors list what is registered."""
+  if code not in LANGUAGES:
+    raise ValueError(f"unknown prompt language {code!r}; registered: {sorted(LANGUAGES)}")
+  if kind not in LANGUAGES[code]:
+    raise ValueError(f"prompt language {code!r} has no {kind} layout; it has {sorted(LANGUAGES[code])}")
+  return LANGUAGES[code][kind]
+
+
+def detect_language(text: str, kind: str) -> str | None:
+  """The language whose `kind` marker is in `text` (the longest marker found wins), or None."""
+  key = MARKERS[kind]
+  found = [code for code, lays in LANGUAGES.items() if kind in lays and lays[kind][key] in text]
+  return max(found, key=lambda code: len(LANGUAGES[code][kind][key])) if found else None
+
+
+def markers(kind: str) -> list[str]:
+  """The `kind` marker of every registered language (zh and en first)."""
+  return [lays[kind][MARKERS[kind]] for lays in LANGUAGES.values() if kind in lays]
+
+
+def stance_language(label: str) -> str:
+  """The language whose stance labels include `label`."""
+  for code, lays in LANGUAGES.items():
+    if "stance" in lays and label in lays["stance"]["labels"].values():
+      return code
+  raise ValueError(f"stance label {label!r} is in no registered language ({sorted(LANGUAGES)})")

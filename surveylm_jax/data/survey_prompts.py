@@ -1,7 +1,9 @@
-"""Prompt text for converted survey records, written with the readers' own layout markers."""
+"""Prompt text for converted survey records, written with the readers' own layout markers, in
+any registered prompt language (`prompt_layouts.register_language`)."""
 from __future__ import annotations
 
 import json
+import re
 import string
 
 from surveylm_jax.data import prompt_layouts as layouts
@@ -17,9 +19,12 @@ def lettered(labels) -> tuple:
   return tuple(Option(LETTERS[i], text) for i, text in enumerate(labels))
 
 
+_YEAR_SENTENCE = re.compile(r"[^.。!?！？]*\{year\}[^.。!?！？]*[.。!?！？]?\s*")
+
+
 def _intro(template: str, year=None) -> str:
   if year in (None, ""):  # no year known: drop the sentence that would state it
-    template = template.replace("The survey is in {year}. ", "")
+    template = _YEAR_SENTENCE.sub("", template)
   return template.format(year=year)
 
 
@@ -29,8 +34,8 @@ def key_value_lines(pairs, prefix: str = "") -> str:
 
 def survey_response(lang: str, year, background, question: str, labels) -> str:
   """task 4 individual / foundation_quan prompt; `background` is [(label, text)]."""
-  lay = layouts.SURVEY_RESPONSE[lang]
-  prefix = "your " if lang == "en" else ""
+  lay = layouts.layout("survey_response", lang)
+  prefix = lay["background_prefix"]
   options = "\n".join(o.render() for o in lettered(labels))
   options_block = options if lay["options"] is None else f"{lay['options']}\n{options}"
   return (f"{_intro(lay['intro'], year=year)}\n{lay['background']}\n{key_value_lines(background, prefix)}\n\n"
@@ -38,7 +43,7 @@ def survey_response(lang: str, year, background, question: str, labels) -> str:
 
 
 def group_distribution(lang: str, year, group, question: str, labels) -> str:
-  lay = layouts.GROUP_DISTRIBUTION[lang]
+  lay = layouts.layout("group_distribution", lang)
   options = "\n".join(o.render() for o in lettered(labels))
   options_block = options if lay["options"] is None else f"{lay['options']}\n{options}"
   return (f"{_intro(lay['intro'], year=year)}\n{lay['group']}\n{key_value_lines(group)}\n\n"
@@ -50,30 +55,28 @@ def share_lines(labels, distribution) -> str:
 
 
 def stance(lang: str, background, topic: str) -> str:
-  lay = layouts.STANCE[lang]
+  lay = layouts.layout("stance", lang)
   return (f"{lay['intro']}\n{lay['background']}\n{key_value_lines(background)}\n\n"
           f"{lay['ask'].format(topic=topic)}\n{lay['format']}")
 
 
 def stance_output(lang: str, stance_name: str, reason: str) -> str:
-  return json.dumps({"predict": layouts.STANCE[lang]["labels"][stance_name], "reason": reason},
+  return json.dumps({"predict": layouts.layout("stance", lang)["labels"][stance_name], "reason": reason},
                     ensure_ascii=False)
 
 
 def stance_reason(lang: str, question: str, answer: str) -> str:
-  if lang == "zh":
-    return f"受访者对“{question}”的回答是“{answer}”。"
-  return f"Asked \"{question}\", the respondent answered \"{answer}\"."
+  return layouts.layout("stance", lang)["reason"].format(question=question, answer=answer)
 
 
 def stance_labels(lang: str) -> list[str]:
   from surveylm_jax.data.records import STANCES
-  return [layouts.STANCE[lang]["labels"][s] for s in STANCES]
+  return [layouts.layout("stance", lang)["labels"][s] for s in STANCES]
 
 
 def role_inference(lang: str, survey: str, turns, field: str, allowed) -> str:
   """task 1 prompt; `turns` is [(question, answer)] shown as an interview transcript."""
-  lay = layouts.ROLE_INFERENCE[lang]
+  lay = layouts.layout("role_inference", lang)
   dialogue = "\n".join(f"{lay['interviewer']}{q}\n{lay['respondent']}{a}" for q, a in turns)
   allowed_line = f"{lay['allowed']}{lay['sep'].join(allowed)}{lay['end']}"
   return (f"{lay['intro'].format(survey=survey)}\n\n{lay['dialogue']}\n{dialogue}\n\n"
@@ -81,14 +84,12 @@ def role_inference(lang: str, survey: str, turns, field: str, allowed) -> str:
 
 
 def interview(lang: str, survey: str, background, history, question: str) -> str:
-  lay = layouts.INTERVIEW[lang]
-  sp = " " if lang == "en" else ""  # released Chinese transcripts write "提问:..." with no space
+  lay = layouts.layout("interview", lang)
+  sp = lay["tag_space"]
   turns = "\n".join(f"{lay['question_tag']}{sp}{q}\n{lay['answer_tag']}{sp}{a}" for q, a in history)
   return (f"{lay['intro'].format(survey=survey)}\n\n{lay['background']}\n{key_value_lines(background)}\n\n"
           f"{lay['history']}\n{turns}\n\n{lay['current']}\n{question}\n\n{lay['ask']}")
 
 
 def stance_group_question(lang: str, topic: str) -> str:
-  if lang == "zh":
-    return f"该群体对{topic}的倾向如何？"
-  return f"How does this group stand on {topic}?"
+  return layouts.layout("stance", lang)["group_question"].format(topic=topic)

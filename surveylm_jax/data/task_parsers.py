@@ -53,12 +53,13 @@ def _respondent_id(raw: RawRecord) -> str | None:
   return None
 
 
-def _language(text: str, zh_marker: str, en_marker: str) -> str:
-  if zh_marker in text:
-    return "zh"
-  if en_marker in text:
-    return "en"
-  raise PromptError("instruction", f"neither {zh_marker!r} nor {en_marker!r} found", "missing_section")
+def _layout(text: str, kind: str) -> dict:
+  """The layout of the registered prompt language whose `kind` marker the text holds."""
+  lang = layouts.detect_language(text, kind)
+  if lang is None:
+    raise PromptError("instruction", f"none of {layouts.markers(kind)} found (the {kind} markers of "
+                      f"the registered prompt languages)", "missing_section")
+  return layouts.layout(kind, lang)
 
 
 def _target_index(output: str, options) -> tuple[int, str]:
@@ -85,7 +86,7 @@ def _target_index(output: str, options) -> tuple[int, str]:
 def parse_survey_response(raw: RawRecord, notes, task: str = "task4") -> SurveyResponseRecord:
   common = _common(raw, task, "corpus" if task == "foundation_quan" else "individual")
   text = common["instruction"]
-  layout = layouts.SURVEY_RESPONSE[_language(text, "问卷问题：", "Survey question:")]
+  layout = _layout(text, "survey_response")
   q_start = find_marker(text, layout["question"])
   bg_start = find_marker(text, layout["background"])
   bg_end = text.rfind(layout["question"])
@@ -100,7 +101,7 @@ def parse_survey_response(raw: RawRecord, notes, task: str = "task4") -> SurveyR
 def parse_group_distribution(raw: RawRecord, notes, task: str = "task4") -> GroupDistributionRecord:
   common = _common(raw, task, "group")
   text = common["instruction"]
-  layout = layouts.GROUP_DISTRIBUTION[_language(text, "问卷问题：", "Survey question:")]
+  layout = _layout(text, "group_distribution")
   q_start = find_marker(text, layout["question"])
   group_start = find_marker(text, layout["group"])
   group_end = text.rfind(layout["question"])
@@ -151,8 +152,7 @@ def _find_templated(text: str, start: int, template: str, placeholder: str, miss
 def parse_role_inference(raw: RawRecord, notes, task: str = "task1") -> RoleInferenceRecord:
   common = _common(raw, task, "individual")
   text = common["instruction"]
-  lang = _language(text, "==访谈对话==", "== Interview ==")
-  layout = layouts.ROLE_INFERENCE[lang]
+  layout = _layout(text, "role_inference")
   d_start = find_marker(text, layout["dialogue"])
   m = _find_templated(text, d_start, layout["ask"], "{field}", "no question asking for the field")
   d_end = d_start + m.start()
@@ -194,7 +194,7 @@ def parse_role_inference(raw: RawRecord, notes, task: str = "task1") -> RoleInfe
 def parse_interview(raw: RawRecord, notes, task: str = "task2") -> InterviewRecord:
   common = _common(raw, task, "individual")
   text = common["instruction"]
-  layout = layouts.INTERVIEW[_language(text, "==先前对话==", "== Earlier dialogue ==")]
+  layout = _layout(text, "interview")
   bg_start = find_marker(text, layout["background"])
   h_start = find_marker(text, layout["history"], start=bg_start)
   c_start = find_marker(text, layout["current"], start=h_start)
@@ -240,8 +240,7 @@ def _parse_history(block: str, layout) -> tuple:
 def parse_stance(raw: RawRecord, notes, task: str = "task3") -> StanceRecord:
   common = _common(raw, task, "individual")
   text = common["instruction"]
-  lang = _language(text, "背景信息：", "Background:")
-  layout = layouts.STANCE[lang]
+  layout = _layout(text, "stance")
   bg_start = find_marker(text, layout["background"])
   m = _find_templated(text, bg_start, layout["ask"], "{topic}", "no stance question")
   bg_end = bg_start + m.start()
@@ -317,17 +316,19 @@ def task_from_content(raw: RawRecord) -> str | None:
   fields = raw.fields
   instruction = str(fields.get("instruction", ""))
   output = str(fields.get("output", ""))
-  if "field" in fields or "==访谈对话==" in instruction or "== Interview ==" in instruction:
+  def holds(kind, key):
+    return any(lays[kind][key] in instruction for lays in layouts.LANGUAGES.values() if kind in lays)
+  if "field" in fields or holds("role_inference", "dialogue"):
     return "task1"
-  if "==先前对话==" in instruction or "== Earlier dialogue ==" in instruction:
+  if holds("interview", "history"):
     return "task2"
-  if '"predict"' in output or "背景信息：" in instruction:
+  if '"predict"' in output or holds("stance", "background"):
     return "task3"
-  if "群体画像：" in instruction or "Group profile:" in instruction:
+  if holds("group_distribution", "group"):
     words = set(layouts.STANCE_WORDS)
     option_texts = re.findall(r"^[A-Z]\. (.+)$", instruction, flags=re.M)
     return "task3_group" if option_texts and set(option_texts) <= words else "task4_group"
-  if "问卷问题：" in instruction or "Survey question:" in instruction:
+  if holds("survey_response", "question"):
     return "task4"
   if str(fields.get("input", "")).strip() and "dialogue" in instruction.lower():
     return "foundation_qual"

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import re
 
+from surveylm_jax.data import prompt_layouts
 from surveylm_jax.data.answers import answer_key
 
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.S | re.I)
@@ -158,8 +159,9 @@ def _match_option(body: str, pairs, letters) -> Parsed:
   return Parsed(None, "no_option_found")
 
 
-_STANCE_WORDS = {"积极": "positive", "中立": "neutral", "消极": "negative", "positive": "positive",
-                 "neutral": "neutral", "negative": "negative"}
+def _stance_words() -> dict:
+  """Stance label (lower case) -> stance, over every registered prompt language."""
+  return {label.lower(): stance for label, stance in prompt_layouts.STANCE_WORDS.items()}
 
 
 def parse_stance(text: str) -> Parsed:
@@ -172,12 +174,14 @@ def parse_stance(text: str) -> Parsed:
     label = _json_answer_field(payload)
     if label is None:
       return Parsed(None, "json_without_predict")
-    stance = _STANCE_WORDS.get(label.strip().lower())
+    stance_words = _stance_words()
+    stance = stance_words.get(label.strip().lower())
     if stance is None:
       return Parsed(None, "unknown_stance")
     return Parsed((stance, str(payload.get("reason", ""))), how="json")
-  words = {w for w in _STANCE_WORDS if re.search(rf"(?<![a-z]){re.escape(w)}(?![a-z])", body.lower())}
-  stances = {_STANCE_WORDS[w] for w in words}
+  stance_words = _stance_words()
+  words = {w for w in stance_words if re.search(rf"(?<![a-z]){re.escape(w)}(?![a-z])", body.lower())}
+  stances = {stance_words[w] for w in words}
   if len(stances) == 1:
     return Parsed((stances.pop(), body), how="word")
   return Parsed(None, "several_stances" if stances else "no_stance_found")

@@ -9,6 +9,17 @@ options in listed order, so they go through the same metrics as the model:
             (one-hot profile fields), scikit-learn.
 Questions are matched by `question_id` (converter metadata) or else by question text; answers by
 answer identity (option text), so shuffled option orders in test records are handled.
+
+A baseline is a registered `fit(train_records) -> predict(record) -> distribution over the
+record's listed options`; name it in `config.eval.baselines`:
+
+    from surveylm_jax.eval import baselines
+
+    @baselines.register_baseline("first_option")
+    def fit_first_option(train_records):
+      return lambda record: np.eye(len(record.options))[0]
+
+`answer_key(text)` (surveylm_jax.data) gives the answer identity to match training answers by.
 """
 from __future__ import annotations
 
@@ -18,6 +29,17 @@ from typing import Callable, Sequence
 import numpy as np
 
 from surveylm_jax.data.answers import answer_key
+
+BASELINES: dict[str, Callable] = {}
+
+
+def register_baseline(name: str):
+  def wrap(fit: Callable) -> Callable:
+    if name in BASELINES:
+      raise ValueError(f"baseline {name!r} is already registered")
+    BASELINES[name] = fit
+    return fit
+  return wrap
 
 
 def _question_key(record) -> tuple:
@@ -49,11 +71,13 @@ class _Counts:
     return raw / raw.sum()
 
 
+@register_baseline("uniform")
 def fit_uniform(train_records) -> Callable:
   del train_records
   return lambda record: np.full(len(record.options), 1.0 / len(record.options))
 
 
+@register_baseline("majority")
 def fit_majority(train_records) -> Callable:
   counts = _Counts(train_records, smoothing=0.0)
 
@@ -65,11 +89,13 @@ def fit_majority(train_records) -> Callable:
   return predict
 
 
+@register_baseline("marginal")
 def fit_marginal(train_records, smoothing: float = 0.5) -> Callable:
   """Training answer shares, add-`smoothing` so no option gets zero mass (keeps NLL finite)."""
   return _Counts(train_records, smoothing).shares
 
 
+@register_baseline("logreg")
 def fit_logreg(train_records, c: float = 1.0, max_iter: int = 300) -> Callable:
   """Per question, multinomial logistic regression on one-hot demographics."""
   from sklearn.feature_extraction import DictVectorizer
@@ -109,15 +135,15 @@ def fit_logreg(train_records, c: float = 1.0, max_iter: int = 300) -> Callable:
   return predict
 
 
-BASELINES = {"uniform": fit_uniform, "majority": fit_majority, "marginal": fit_marginal,
-             "logreg": fit_logreg}
+def check_names(names: Sequence[str]) -> None:
+  unknown = [n for n in names if n not in BASELINES]
+  if unknown:
+    raise ValueError(f"unknown config.eval.baselines {unknown}; valid: {sorted(BASELINES)}")
 
 
 def fit_baselines(names: Sequence[str], train_records) -> dict:
   """{name: predict(record) -> distribution}; unknown names list the valid ones."""
-  unknown = [n for n in names if n not in BASELINES]
-  if unknown:
-    raise ValueError(f"unknown baselines {unknown}; valid: {sorted(BASELINES)}")
+  check_names(names)
   if not train_records:
     raise ValueError("baselines need training records (config.eval.train_data)")
   return {name: BASELINES[name](train_records) for name in names}

@@ -111,7 +111,7 @@ def register_readout(name: str):
 
 def get_readout(name: str):
   if name not in READOUTS:
-    raise ValueError(f"unknown config.eval.readout {name!r}; registered: {sorted(READOUTS)}")
+    raise ValueError(f"unknown config.eval.readout {name!r}; valid: {sorted(READOUTS)}")
   return READOUTS[name]
 
 

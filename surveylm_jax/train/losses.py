@@ -19,7 +19,9 @@ Add a loss by registering a function:
       ...
       return value, {"entropy": value}
 
-and weight it from the config: `config.loss = {"token_ce": 1.0, "entropy_bonus": 0.1}`.
+and weight it from the config: `config.loss = {"token_ce": 1.0, "entropy_bonus": 0.1}`. A loss in a
+module of your own is found through `config.extra_modules` (surveylm_jax/extensions.py), and
+`--config.loss.entropy_bonus=0.1` then works on the command line.
 A loss that reads only the answer slots registers with `reads="slots"` (so `train.loss_positions`
 need not keep logits for answer tokens); the default, "all", is always safe.
 """

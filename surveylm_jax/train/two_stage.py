@@ -15,9 +15,11 @@ from surveylm_jax.train import loop
 
 def _apply(target: ml_collections.ConfigDict, changes: ml_collections.ConfigDict, where: str):
   for key, value in changes.items():
-    if key not in target:
+    # A stage's loss section may weight losses the base config does not name (checked against the
+    # loss registry at start, like config.loss).
+    if key not in target and where.rsplit(".", 1)[-1] != "loss":
       raise KeyError(f"{where}.{key}: not a config field; valid: {', '.join(sorted(target))}")
-    if isinstance(value, ml_collections.ConfigDict) and isinstance(target[key],
+    if isinstance(value, ml_collections.ConfigDict) and isinstance(target.get(key),
                                                                    ml_collections.ConfigDict):
       _apply(target[key], value, f"{where}.{key}")
     else:
