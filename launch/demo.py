@@ -12,10 +12,10 @@ import json
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from surveylm_jax import extensions
+from surveylm_jax import cli, extensions
 from surveylm_jax.train import two_stage
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Demo config file.",
@@ -110,4 +110,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)   # platform choice and one-line errors (surveylm_jax/cli.py)

@@ -9,10 +9,10 @@ Read-outs, baselines, metrics and prompt languages of a researcher's own module 
     python -m launch.evaluate --config=configs/eval_gss_zero_shot.py --workdir=runs/mine \
         --config.extra_modules=my_pkg.ext --config.eval.readout=NAME --config.eval.metrics=NAME
 """
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from surveylm_jax import extensions
+from surveylm_jax import cli, extensions
 
 _CONFIG = config_flags.DEFINE_config_file("config", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where eval/ (metrics, predictions, report) goes.",
@@ -28,4 +28,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)   # platform choice and one-line errors (surveylm_jax/cli.py)

@@ -4,10 +4,10 @@ python -m launch.pipeline --config=configs/pipeline_tiny.py --workdir=runs/pipel
 
 See `surveylm_jax.train.two_stage` for the config layout (`stage1` / `stage2` sections).
 """
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from surveylm_jax import extensions
+from surveylm_jax import cli, extensions
 from surveylm_jax.train import two_stage
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pipeline config file.",
@@ -24,4 +24,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)   # platform choice and one-line errors (surveylm_jax/cli.py)

@@ -8,10 +8,10 @@ registers a loss (README, "Extending") is named in config.extra_modules and weig
 python -m launch.train --config=configs/tiny.py --workdir=runs/tiny \
     --config.extra_modules=my_pkg.losses --config.loss.letter_entropy=0.1
 """
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from surveylm_jax import extensions
+from surveylm_jax import cli, extensions
 from surveylm_jax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -28,4 +28,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)   # platform choice and one-line errors (surveylm_jax/cli.py)

@@ -30,6 +30,8 @@ import types
 
 import ml_collections
 
+from surveylm_jax.cli import ConfigError
+
 
 class LossWeights(ml_collections.ConfigDict):
   """`config.loss`: registered loss name -> weight. Stays open when the config is locked (see the
@@ -96,17 +98,20 @@ def import_modules(spec) -> list[types.ModuleType]:
       else:
         modules.append(importlib.import_module(name))
     except Exception as e:  # pylint: disable=broad-except
-      hint = (" (is its folder on PYTHONPATH?)" if isinstance(e, ModuleNotFoundError)
-              and name.split(".")[0] == (e.name or "").split(".")[0] else "")
-      raise ImportError(f"config.extra_modules: cannot import {name!r}: "
-                        f"{type(e).__name__}: {e}{hint}") from e
+      missing = isinstance(e, ModuleNotFoundError) and name.split(".")[0] == (e.name or "").split(".")[0]
+      message = (f"config.extra_modules: cannot import {name!r}: {type(e).__name__}: {e}"
+                 + (" (is its folder on PYTHONPATH?)" if missing else ""))
+      # A module that is not there is the user's input; an error inside it keeps its traceback.
+      if missing or str(e).startswith("no such file"):
+        raise ConfigError(message) from e
+      raise ImportError(message) from e
   return modules
 
 
 def _unknown(kind: str, where: str, names, registry) -> None:
   bad = [n for n in names if n not in registry]
   if bad:
-    raise ValueError(f"{where}: unknown {kind} {', '.join(map(repr, bad))}; registered: "
+    raise ConfigError(f"{where}: unknown {kind} {', '.join(map(repr, bad))}; registered: "
                      f"{', '.join(sorted(registry)) or '(none)'} (a module in config.extra_modules "
                      "may register more)")
 

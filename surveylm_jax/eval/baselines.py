@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from surveylm_jax.cli import ConfigError
 from surveylm_jax.data.answers import answer_key
 
 BASELINES: dict[str, Callable] = {}
@@ -138,12 +139,12 @@ def fit_logreg(train_records, c: float = 1.0, max_iter: int = 300) -> Callable:
 def check_names(names: Sequence[str]) -> None:
   unknown = [n for n in names if n not in BASELINES]
   if unknown:
-    raise ValueError(f"unknown config.eval.baselines {unknown}; valid: {sorted(BASELINES)}")
+    raise ConfigError(f"unknown config.eval.baselines {unknown}; valid: {sorted(BASELINES)}")
 
 
 def fit_baselines(names: Sequence[str], train_records) -> dict:
   """{name: predict(record) -> distribution}; unknown names list the valid ones."""
   check_names(names)
   if not train_records:
-    raise ValueError("baselines need training records (config.eval.train_data)")
+    raise ConfigError("baselines need training records (config.eval.train_data)")
   return {name: BASELINES[name](train_records) for name in names}

@@ -15,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from surveylm_jax.cli import ConfigError
 from surveylm_jax.eval import groups as groups_lib
 from surveylm_jax.eval.position_bias import option_orders
 
@@ -23,7 +24,7 @@ def sample_respondents(records, count: int, seed: int):
   """All records of `count` respondents drawn at random (seeded), in file order, and a note."""
   ids = list(dict.fromkeys(r.respondent_id for r in records))
   if any(i is None for i in ids):
-    raise ValueError(f"config.eval.max_respondents needs a respondent id on every record; "
+    raise ConfigError(f"config.eval.max_respondents needs a respondent id on every record; "
                      f"{records[0].source.path} has records without one")
   if count >= len(ids):
     return records, None

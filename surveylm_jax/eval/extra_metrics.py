@@ -18,6 +18,8 @@ from __future__ import annotations
 import numbers
 from typing import Callable, Dict, Sequence
 
+from surveylm_jax.cli import ConfigError
+
 MetricFn = Callable[[Sequence, Sequence], object]
 METRICS: Dict[str, MetricFn] = {}
 
@@ -34,7 +36,7 @@ def register_metric(name: str):
 def check(names: Sequence[str]) -> None:
   unknown = [n for n in names if n not in METRICS]
   if unknown:
-    raise ValueError(f"unknown config.eval.metrics {unknown}; valid: {sorted(METRICS)} "
+    raise ConfigError(f"unknown config.eval.metrics {unknown}; valid: {sorted(METRICS)} "
                      "(a module in config.extra_modules registers them)")
 
 

@@ -5,6 +5,7 @@ parsers of answer_parsing; every parse failure is counted per task and scored as
 """
 from __future__ import annotations
 
+from surveylm_jax.cli import ConfigError
 from surveylm_jax.data import InterviewRecord, RoleInferenceRecord, StanceRecord
 from surveylm_jax.eval import answer_parsing, judge, task_metrics, text_metrics
 from surveylm_jax.inference.length_buckets import GenerationStats, generate_bucketed
@@ -57,7 +58,7 @@ def max_new_tokens_per_task(overrides) -> dict:
   overrides = dict(overrides or {})
   unknown = sorted(set(overrides) - set(DEFAULT_MAX_NEW_TOKENS))
   if unknown:
-    raise ValueError(f"config.eval.max_new_tokens_task has unknown tasks {unknown}; "
+    raise ConfigError(f"config.eval.max_new_tokens_task has unknown tasks {unknown}; "
                      f"valid: {sorted(DEFAULT_MAX_NEW_TOKENS)}")
   return {t: int(overrides.get(t) or 0) or d for t, d in DEFAULT_MAX_NEW_TOKENS.items()}
 

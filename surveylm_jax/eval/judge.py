@@ -12,6 +12,7 @@ import os
 import urllib.error
 import urllib.request
 
+from surveylm_jax.cli import ConfigError
 from surveylm_jax.eval.answer_parsing import ParseTally, Parsed, _json_payload
 
 CRITERIA = ("naturalness", "style_match", "consistency")
@@ -55,7 +56,7 @@ def parse_scores(text: str) -> Parsed:
 def judge_answers(judge_config, questions, references, predictions) -> dict:
   """Mean scores per criterion over the judged records, with failures counted by reason."""
   if not judge_config.base_url or not judge_config.model:
-    raise ValueError("config.eval.judge needs base_url and model when enabled")
+    raise ConfigError("config.eval.judge needs base_url and model when enabled")
   url = judge_config.base_url.rstrip("/") + "/chat/completions"
   api_key = os.environ.get(judge_config.api_key_env) if judge_config.api_key_env else None
   tally, sums, judged = ParseTally(), dict.fromkeys(CRITERIA, 0.0), 0

@@ -21,6 +21,7 @@ import time
 import jax
 import numpy as np
 
+from surveylm_jax.cli import ConfigError
 from surveylm_jax.data import (STANCES, GroupDistributionRecord, StanceRecord, SurveyResponseRecord,
                                read_alignsurvey)
 from surveylm_jax.data import prompt_layouts
@@ -111,7 +112,7 @@ def register_readout(name: str):
 
 def get_readout(name: str):
   if name not in READOUTS:
-    raise ValueError(f"unknown config.eval.readout {name!r}; valid: {sorted(READOUTS)}")
+    raise ConfigError(f"unknown config.eval.readout {name!r}; valid: {sorted(READOUTS)}")
   return READOUTS[name]
 
 
@@ -251,13 +252,13 @@ def evaluate(config, workdir: str) -> dict:
   data_spec = ev.data or config.data.eval
   test, read_reports = read_records(data_spec, config.data.lenient, allow_empty=config.data.allow_empty)
   if not test:
-    raise ValueError(f"no records in config.eval.data={data_spec!r}")
+    raise ConfigError(f"no records in config.eval.data={data_spec!r}")
   individual = [r for r in test if isinstance(r, SurveyResponseRecord)]
   group_records = [r for r in test if isinstance(r, GroupDistributionRecord)]
   generated_records = [r for r in test if isinstance(r, tuple(GENERATED_TASKS.values()))]
   other = len(test) - len(individual) - len(group_records) - len(generated_records)
   if other:
-    raise ValueError(f"config.eval.data holds {other} records that are not test records of tasks 1-4 "
+    raise ConfigError(f"config.eval.data holds {other} records that are not test records of tasks 1-4 "
                      "(foundation corpus files are for training)")
   limited = eval_limits.apply_limits(individual, group_records, generated_records, ev.max_respondents,
                                      ev.max_records, config.seed)

@@ -12,6 +12,7 @@ from typing import Dict, List, Tuple
 
 import jax
 
+from surveylm_jax.cli import ConfigError
 from surveylm_jax.data import read_alignsurvey
 from surveylm_jax.data.grain_pipeline import PipelineConfig, build_dataset, pipeline_counts
 from surveylm_jax.data.packing import BATCH_KEYS, batch_shapes
@@ -55,14 +56,14 @@ class TrainData:
     self.tokenizer_path = config.model.tokenizer or config.model.path
     self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.tokenizer_path)
     if not config.data.train:
-      raise ValueError("config.data.train is empty: name the AlignSurvey training file(s)")
+      raise ConfigError("config.data.train is empty: name the AlignSurvey training file(s)")
     tfds_dirs = (config.data.tfds_data_dir, config.data.tfds_manual_dir)
     # .get: configs written before data.allow_empty existed keep the strict default.
     allow_empty = bool(config.data.get("allow_empty", False))
     self.train_records = read_records(config.data.train, config.data.lenient,
                                       config.data.max_records, tfds_dirs, allow_empty)
     if not self.train_records:
-      raise ValueError(f"{config.data.train}: no training records")
+      raise ConfigError(f"{config.data.train}: no training records")
     self.eval_records = (read_records(config.data.eval, config.data.lenient, config.eval.max_records,
                                       tfds_dirs, allow_empty) if config.data.eval else [])
     self.global_batch = int(config.data.batch_size)
