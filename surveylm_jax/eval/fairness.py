@@ -78,6 +78,7 @@ def subgroup_tags(profile: dict, conditions: Sequence[str], columns: Sequence[st
 
 _RURAL_FIELDS = ("rural", "urban", "residence", "农村", "城乡", "户籍状态", "户口", "居住地区")
 _RURAL_VALUES = ("rural", "农村", "乡村", "农业户口", "open country")
+_NOT_RURAL = ("非", "non", "not ", "urban")   # 非农业户口 (non-agricultural hukou) is not rural
 _AGE_FIELDS = ("age", "年龄")
 _INCOME_FIELDS = ("income", "收入")
 _LOWEST_WORDS = ("under", "less than", "below", "以下", "以内", "不到")
@@ -108,7 +109,8 @@ def _paper_groups(field: str, values: list) -> list[str]:
   numeric = [x for x in (_number(v) for v in values) if x is not None]
   all_numeric = len(numeric) == len(values)
   if _field_like(field, _RURAL_FIELDS):
-    rural = sorted({str(v) for v in values if any(w in str(v).casefold() for w in _RURAL_VALUES)})
+    rural = sorted({str(v) for v in values if any(w in str(v).casefold() for w in _RURAL_VALUES)
+                    and not any(n in str(v).casefold() for n in _NOT_RURAL)})
     if not rural and "rural" in field.casefold():
       rural = sorted({str(v) for v in values if str(v).casefold() in ("yes", "是", "true", "1")})
     return [f"{field}={v}" for v in rural]

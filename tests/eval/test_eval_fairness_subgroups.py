@@ -35,6 +35,11 @@ def test_chinese_profiles_give_the_papers_groups():
   assert "居住地区=农村" in tags[0] and "家庭年收入=5万以下" in tags[3]
 
 
+def test_non_agricultural_hukou_is_not_rural():
+  profiles = [{"您目前的户口性质": v} for v in ("农业户口", "非农业户口", "居民户口")]
+  assert fairness.default_subgroups(profiles)[0] == ["您目前的户口性质=农业户口"]
+
+
 def test_auto_is_replaced_and_explicit_values_are_kept():
   conditions, columns = fairness.resolve_subgroups(CHIP, ("auto",), ("您的性别",))
   assert "居住地区=农村" in conditions and columns == ["您的性别"]
