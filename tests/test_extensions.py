@@ -10,6 +10,7 @@ from ml_collections import config_flags
 
 from configs import pipeline_tiny, tiny
 from surveylm_jax import extensions
+from surveylm_jax.cli import ConfigError
 from surveylm_jax.train import two_stage
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,10 +106,10 @@ def test_import_modules_by_dotted_name_or_file_path(tmp_path, monkeypatch):
 
 
 def test_a_module_that_fails_to_import_is_named(tmp_path, monkeypatch):
-  with pytest.raises(ImportError, match=r"config\.extra_modules: cannot import 'no_such_pkg_xyz\.losses': "
+  with pytest.raises(ConfigError, match=r"config\.extra_modules: cannot import 'no_such_pkg_xyz\.losses': "
                                         r"ModuleNotFoundError.*PYTHONPATH"):
     extensions.import_modules("no_such_pkg_xyz.losses")
-  with pytest.raises(ImportError, match=r"cannot import '.*missing_file\.py': ImportError: no such file"):
+  with pytest.raises(ConfigError, match=r"cannot import '.*missing_file\.py': ImportError: no such file"):
     extensions.import_modules(str(tmp_path / "missing_file.py"))
   (tmp_path / "ext_broken_for_import_test.py").write_text("raise RuntimeError('bad weights table')\n")
   monkeypatch.syspath_prepend(str(tmp_path))

@@ -28,19 +28,14 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from surveylm_jax import registry
 from surveylm_jax.cli import ConfigError
 from surveylm_jax.data.answers import answer_key
 
 BASELINES: dict[str, Callable] = {}
 
 
-def register_baseline(name: str):
-  def wrap(fit: Callable) -> Callable:
-    if name in BASELINES:
-      raise ValueError(f"baseline {name!r} is already registered")
-    BASELINES[name] = fit
-    return fit
-  return wrap
+register_baseline = registry.registrar(BASELINES, "baseline")
 
 
 def _question_key(record) -> tuple:
@@ -137,9 +132,7 @@ def fit_logreg(train_records, c: float = 1.0, max_iter: int = 300) -> Callable:
 
 
 def check_names(names: Sequence[str]) -> None:
-  unknown = [n for n in names if n not in BASELINES]
-  if unknown:
-    raise ConfigError(f"unknown config.eval.baselines {unknown}; valid: {sorted(BASELINES)}")
+  registry.check_names(BASELINES, list(names), "config.eval.baselines")
 
 
 def fit_baselines(names: Sequence[str], train_records) -> dict:

@@ -18,26 +18,17 @@ from __future__ import annotations
 import numbers
 from typing import Callable, Dict, Sequence
 
-from surveylm_jax.cli import ConfigError
+from surveylm_jax import registry
 
 MetricFn = Callable[[Sequence, Sequence], object]
 METRICS: Dict[str, MetricFn] = {}
 
 
-def register_metric(name: str):
-  def wrap(fn: MetricFn) -> MetricFn:
-    if name in METRICS:
-      raise ValueError(f"metric {name!r} is already registered")
-    METRICS[name] = fn
-    return fn
-  return wrap
+register_metric = registry.registrar(METRICS, "metric")
 
 
 def check(names: Sequence[str]) -> None:
-  unknown = [n for n in names if n not in METRICS]
-  if unknown:
-    raise ConfigError(f"unknown config.eval.metrics {unknown}; valid: {sorted(METRICS)} "
-                     "(a module in config.extra_modules registers them)")
+  registry.check_names(METRICS, list(names), "config.eval.metrics")
 
 
 def _number(name: str, predictor: str, value) -> float | None:

@@ -21,6 +21,7 @@ import time
 import jax
 import numpy as np
 
+from surveylm_jax import registry
 from surveylm_jax.cli import ConfigError
 from surveylm_jax.data import (STANCES, GroupDistributionRecord, StanceRecord, SurveyResponseRecord,
                                read_alignsurvey)
@@ -99,20 +100,11 @@ def generate_records(model, params, tokenizer, records, config, label: str):
 
 
 READOUTS = {}
-
-
-def register_readout(name: str):
-  def wrap(fn):
-    if name in READOUTS:
-      raise ValueError(f"read-out {name!r} is already registered")
-    READOUTS[name] = fn
-    return fn
-  return wrap
+register_readout = registry.registrar(READOUTS, "read-out")
 
 
 def get_readout(name: str):
-  if name not in READOUTS:
-    raise ConfigError(f"unknown config.eval.readout {name!r}; valid: {sorted(READOUTS)}")
+  registry.check_names(READOUTS, [name], "config.eval.readout")
   return READOUTS[name]
 
 
