@@ -35,9 +35,8 @@ def sample_respondents(records, count: int, seed: int):
 
 
 def _has_member(group, members) -> bool:
-  return any(m.task == group.task and groups_lib._same_question(group, m)
-             and groups_lib.group_matches(m.extra.get("profile") or dict(getattr(m, "background", {}) or {}),
-                                          group.group) for m in members)
+  return any(m.task == group.task and groups_lib.same_question(group, m)
+             and groups_lib.group_matches(groups_lib.member_profile(m), group.group) for m in members)
 
 
 @dataclasses.dataclass

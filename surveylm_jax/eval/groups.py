@@ -51,7 +51,12 @@ def question_key(record) -> str:
   return ""
 
 
-def _same_question(group, member) -> bool:
+def member_profile(record) -> dict:
+  """A respondent's profile: the converter's `profile`, else the parsed background lines."""
+  return record.extra.get("profile") or dict(getattr(record, "background", {}) or {})
+
+
+def same_question(group, member) -> bool:
   g, m = question_key(group), question_key(member)
   # A task-3 group prompt may carry only its question sentence, which names the member's topic.
   return g == m or (group.task == "task3" and bool(m) and m in answer_key(group.question))
@@ -79,9 +84,9 @@ def aggregate_members(group_records, members, member_probs, group_options=None, 
     rows = []
     for i in by_task.get(g.task, ()):
       r = members[i]
-      if not _same_question(g, r):
+      if not same_question(g, r):
         continue
-      if not group_matches(r.extra.get("profile") or dict(getattr(r, "background", {}) or {}), g.group):
+      if not group_matches(member_profile(r), g.group):
         continue
       member_keys = [answer_key(t) for t in (member_options[i] if member_options is not None
                                              else r.option_texts())]

@@ -219,7 +219,7 @@ def prediction_metrics(individual, group_records, predictors: dict, group_direct
     row["options"], row["members"], row["question"] = e["options"], e["members"], e["question"]
 
   # --- fairness: subgroups from config or found in the data -------------------------------------
-  profiles = [r.extra.get("profile") or dict(r.background) for r in individual]
+  profiles = [groups.member_profile(r) for r in individual]
   conditions, columns = fairness.resolve_subgroups(profiles, ev.subgroups, ev.subgroup_columns)
   tags = [fairness.subgroup_tags(p, conditions, columns) for p in profiles]
   qids = [r.extra.get("question_id", r.question) for r in individual]
