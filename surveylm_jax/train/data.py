@@ -77,6 +77,7 @@ class TrainData:
              if p.strip() and not p.strip().startswith("tfds:")]
     self.question_catalog = QuestionCatalog.for_data(files, config.data.question_catalog)
     self._eval_cache: List[dict] = []
+    self._check_one_batch_fills()
     self.total_steps = self._total_steps()
 
   def _pipeline(self, *, shuffle: bool, epochs, shuffle_options: bool) -> PipelineConfig:
@@ -88,6 +89,24 @@ class TrainData:
                           group_answers=str(self.config.data.group_answers),
                           question_catalog=self.question_catalog,
                           process_index=0, process_count=1, drop_remainder=True)
+
+  def _check_one_batch_fills(self) -> None:
+    """One global batch out of one unshuffled pass, or a ConfigError saying why not. Without this
+    check a run by `train.steps` whose every record is dropped (prompt longer than data.seq_len)
+    would loop over the data forever, waiting for a first batch."""
+    it = iter(build_dataset(self.train_records, self.tokenizer,
+                            self._pipeline(shuffle=False, epochs=1, shuffle_options=False)))
+    try:
+      next(it)
+    except StopIteration:
+      raise ConfigError(self._no_batch_message(pipeline_counts(it))) from None
+
+  def _no_batch_message(self, counts: dict) -> str:
+    kept, dropped = counts.get("examples", 0), counts.get("dropped", 0)
+    return (f"{self.config.data.train}: the training data fill no batch of {self.global_batch} rows x "
+            f"{self.seq_len} tokens: {len(self.train_records)} records, {dropped} dropped as longer than "
+            f"data.seq_len={self.seq_len} even with their profile cut, {kept} kept -> "
+            f"{counts.get('rows', 0)} rows; raise data.seq_len or lower data.batch_size")
 
   def _total_steps(self) -> int:
     epochs = int(self.config.train.epochs)
@@ -104,7 +123,7 @@ class TrainData:
           f"{self.global_batch}x{self.seq_len} per epoch; packer counts {counts}",
           file=sys.stderr, flush=True)
     if per_epoch == 0:
-      raise ValueError("the training data fill less than one batch; lower data.batch_size")
+      raise ConfigError(self._no_batch_message(counts))
     return epochs * per_epoch
 
   def train_iterator(self):

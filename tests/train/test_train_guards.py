@@ -44,3 +44,18 @@ def test_incompatible_workdir_is_refused_with_reason(tmp_path, task4_files):
   with pytest.raises(checkpointing.IncompatibleCheckpointError,
                      match=r"lora.rank: checkpoint has 4, config has 8"):
     loop.train_and_evaluate(other, str(tmp_path))
+
+
+@pytest.mark.parametrize("mode", [{"train.steps": 4, "train.epochs": 0}, {"train.epochs": 1}])
+def test_data_that_fill_no_batch_is_an_error_not_a_hang(tmp_path, task4_files, mode):
+  # Every fixture prompt is ~80 tokens: at seq_len 24 each is dropped even with its profile cut.
+  # A run by steps used to wait forever for a first batch.
+  from surveylm_jax.cli import ConfigError
+  config = _config(*task4_files, **{"data.seq_len": 24, **mode})
+  with pytest.raises(ConfigError, match=r"train.json: the training data fill no batch of 4 rows x 24 "
+                                        r"tokens: 72 records, 72 dropped .* data.seq_len=24"):
+    loop.train_and_evaluate(config, str(tmp_path))
+  # Too few records for one batch is the same error, with nothing dropped.
+  config = _config(*task4_files, **{"data.batch_size": 80, "data.pack": False, **mode})
+  with pytest.raises(ConfigError, match=r"72 records, 0 dropped .* 72 kept -> 72 rows"):
+    loop.train_and_evaluate(config, str(tmp_path / "b"))
