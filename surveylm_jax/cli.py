@@ -71,7 +71,10 @@ def _parse_flags(argv):
     # ml_collections reports a missing key as AttributeError("'key'\nDid you mean ...?").
     detail = " ".join(str(e).strip("'\"").replace("\\n", " ").replace("\\'", "'").split())
     overrides = [a for a in argv[1:] if a.startswith("--config.")]
-    raise ConfigError(f"cannot apply {' '.join(overrides) or 'the config'}: {detail}") from None
+    # The error names the key it could not find: point at the override(s) that use it.
+    name = detail.split()[0].strip("'\"") if detail else ""
+    named = [a for a in overrides if name in a.split("=", 1)[0][len("--config."):].split(".")]
+    raise ConfigError(f"cannot apply {' '.join(named or overrides) or 'the config'}: {detail}") from None
 
 
 def run(main) -> None:

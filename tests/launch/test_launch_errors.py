@@ -38,9 +38,11 @@ def _evaluate(tmp_path, *overrides, env_drop=()):
                f"--config.eval.data={TASK4}", "--config.eval.train_data=", *overrides], env_drop)
 
 
-def test_config_typo_is_one_line(tmp_path):
+def test_config_typo_is_one_line_the_readme_prints(tmp_path):
   proc = _evaluate(tmp_path, "--config.eval.bach_size=3")
-  _one_error_line(proc, "--config.eval.bach_size=3", "batch_size")
+  line = _one_error_line(proc, "--config.eval.bach_size=3", "batch_size")
+  readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+  assert f"`{line}`" in readme, line
 
 
 def test_model_folder_without_config_json(tmp_path):
