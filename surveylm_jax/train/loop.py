@@ -18,7 +18,7 @@ import jax
 import optax
 
 from surveylm_jax import lora as lora_lib
-from surveylm_jax import models, sharding
+from surveylm_jax import models, multihost, sharding
 from surveylm_jax.train import checkpointing, loss_positions, lower_cache, setup
 from surveylm_jax.train import data as train_data
 from surveylm_jax.train.metrics_log import MetricsLogger
@@ -30,6 +30,8 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def _host_metrics(metrics) -> Dict[str, float]:
+  # The steps return metrics fully replicated (out_shardings), so every process reads its own
+  # copy: no gather, no collective per step.
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
@@ -37,7 +39,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   sharding.initialize_distributed()
   os.makedirs(workdir, exist_ok=True)
   config_dict = json.loads(config.to_json_best_effort())
-  if jax.process_index() == 0:
+  if multihost.is_writer():
     with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
       json.dump(config_dict, f, indent=2)
 
@@ -84,6 +86,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
     state_sh = setup.state_shardings(fns, trainable_sh, abstract_trainable, mesh)
     state = jax.jit(lambda t: init_state(t, fns.optimizer), out_shardings=state_sh)(trainable)
     del trainable
+    if jax.process_count() > 1 and multihost.is_writer():
+      print(sharding.describe_split(mesh, frozen=frozen, trainable=state.trainable), flush=True)
 
     # -------------------------------------------------------------- step
     batch_sh = setup.batch_shardings(data.batch_shapes, mesh)
@@ -174,14 +178,19 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
       log.close()
 
   # ---------------------------------------------------------------- export
-  if lcfg is not None and jax.process_index() == 0:
-    adapter_dir = os.path.join(workdir, "adapter")
-    lora_lib.save_peft(adapter_dir, jax.device_get(state.trainable), lcfg,
-                       base_model_name_or_path=config.model.path)
-    if config.lora.init_from and config.lora.stacking == "merge_then_fresh":
-      # This adapter sits on the merged Stage I base: keep that base beside it for serving.
-      models.save_pretrained(os.path.join(workdir, "merged_base"), model,
-                             jax.device_get(frozen), tokenizer_from=data.tokenizer_path)
+  # With FSDP across processes no process holds a whole array: every process takes part in the
+  # gather (a collective: one process skipping it would hang the others), then one writes.
+  if lcfg is not None:
+    adapter = multihost.host_copy(state.trainable)
+    # This adapter sits on the merged Stage I base: keep that base beside it for serving.
+    keep_base = bool(config.lora.init_from) and config.lora.stacking == "merge_then_fresh"
+    merged_base = multihost.host_copy(frozen) if keep_base else None
+    if multihost.is_writer():
+      lora_lib.save_peft(os.path.join(workdir, "adapter"), adapter, lcfg,
+                         base_model_name_or_path=config.model.path)
+      if merged_base is not None:
+        models.save_pretrained(os.path.join(workdir, "merged_base"), model, merged_base,
+                               tokenizer_from=data.tokenizer_path)
   return final
 
 

@@ -1,6 +1,8 @@
 """Run logging: WORKDIR/metrics.jsonl, TensorBoard event files and a console progress line.
 
-Only process 0 writes; every other process keeps quiet so multi-host logs are not duplicated.
+Only the writer process (`multihost.is_writer`) writes; every other process keeps quiet so
+multi-host logs are not duplicated. The metrics it is given are already host floats, the same on
+every process (the steps return them replicated), so nothing here gathers.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import sys
 import time
 from typing import Dict, Optional
 
-import jax
+from surveylm_jax import multihost
 
 
 def _plain(value):
@@ -23,7 +25,7 @@ def _plain(value):
 class MetricsLogger:
   def __init__(self, workdir: str, total_steps: int, *, stream=None, tensorboard: bool = True):
     self.total_steps = total_steps
-    self.active = jax.process_index() == 0
+    self.active = multihost.is_writer()
     self.stream = stream or sys.stderr
     self._start = time.time()
     self._start_step: Optional[int] = None
