@@ -18,6 +18,7 @@ from surveylm_jax.lora.core import LoraConfig, LoraError, check_compatible, init
 from surveylm_jax.lora.peft_io import load_peft
 from surveylm_jax.models.hf_io import save_pretrained
 from surveylm_jax.models.transformer import Transformer
+from surveylm_jax.paths import PathLike
 
 # A Stage I adapter: a PEFT folder or an in-memory (lora_params, cfg) pair.
 Adapter = Union[str, Tuple[dict, LoraConfig]]
@@ -69,8 +70,13 @@ def stack_stages(mode: str, stage1: Adapter, params, cfg: LoraConfig, rng=None) 
   return STAGE_STACKING[mode](stage1, params, cfg, rng)
 
 
-def save_merged(path: str, model: Transformer, params, lora_params, cfg: LoraConfig, *,
-                dtype: Optional[str] = None, tokenizer_from: Optional[str] = None) -> None:
-  """Merges the adapter and writes a complete HF model folder (config + safetensors)."""
+def save_merged(path: PathLike, model: Transformer, params, lora_params, cfg: LoraConfig, *,
+                dtype: Optional[str] = None, tokenizer_from: Optional[PathLike] = None) -> None:
+  """Merges the adapter and writes an HF model folder: config, safetensors and tokenizer.
+
+  `path` and `tokenizer_from` may be local or remote (epath). `tokenizer_from` is the base
+  model's folder (or the tokenizer the adapter was trained with); the caller that loaded the
+  base params knows it and must pass it, or the folder has weights but no tokenizer.
+  """
   save_pretrained(path, model, merge(params, lora_params, cfg), dtype=dtype,
                   tokenizer_from=tokenizer_from)

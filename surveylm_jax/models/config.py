@@ -12,6 +12,8 @@ import json
 import os
 from typing import Any, Optional, Tuple
 
+from surveylm_jax import paths
+
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama", "mistral")
 SUPPORTED_ROPE_TYPES = ("default", "llama3", "linear")
 SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
@@ -229,14 +231,14 @@ def config_from_hf_dict(hf: dict, *, param_dtype: str = "float32", dtype: Option
   )
 
 
-def load_config(path: str, **kwargs: Any) -> ModelConfig:
-  """Reads `path/config.json` (or `path` itself when it is a file)."""
-  file = path if os.path.isfile(path) else os.path.join(path, "config.json")
-  if not os.path.exists(file):
+def load_config(path: paths.PathLike, **kwargs: Any) -> ModelConfig:
+  """Reads `path/config.json` (or `path` itself when it is a file), local or `gs://`."""
+  path = paths.as_path(path)
+  file = path if path.is_file() else path / "config.json"
+  if not file.exists():
     raise ModelConfigError(f"{path}: no config.json found (is this a Hugging Face model folder?)")
-  with open(file, encoding="utf-8") as f:
-    try:
-      hf = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ModelConfigError(f"{file}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")
-  return config_from_hf_dict(hf, where=file, **kwargs)
+  try:
+    hf = json.loads(file.read_text())
+  except json.JSONDecodeError as e:
+    raise ModelConfigError(f"{file}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")
+  return config_from_hf_dict(hf, where=os.fspath(file), **kwargs)

@@ -1,123 +1,37 @@
-"""Hugging Face checkpoint IO: safetensors <-> the Flax params pytree.
+"""Hugging Face model folders <-> (Flax module, params pytree), local or remote (epath).
 
-HF stores `nn.Linear` weights as [out, in]; our projections keep [in..., out...] with heads split
-out (`q_proj.kernel` is [embed, heads, head_dim]) and every layer stacked on a leading axis.
-The table `_LAYER_TENSORS` is the whole mapping, used in both directions.
+The mapping between the HF tensor layout and ours is the table in `hf_layout`; loading into
+(sharded) jax arrays is `sharded_loading`; this module opens and writes whole folders.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import shutil
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+import tempfile
+import uuid
+from typing import Dict, Iterator, Optional, Tuple
 
 import jax
-import ml_dtypes
 import numpy as np
 
+from surveylm_jax import paths
+from surveylm_jax.models import hf_layout, sharded_loading
 from surveylm_jax.models.config import (SUPPORTED_DTYPES, ModelConfig, ModelConfigError,
                                         load_config)
+from surveylm_jax.models.hf_layout import CheckpointError
 from surveylm_jax.models.safetensors_io import CheckpointTensors, write_sharded
 from surveylm_jax.models.transformer import Transformer
 
-_NP_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+__all__ = ["CheckpointError", "DictTensors", "TOKENIZER_FILES", "copy_tokenizer",
+           "has_tokenizer", "load_pretrained", "open_checkpoint", "params_from_tensors",
+           "save_pretrained", "tensors_from_params"]
+
+_NP_DTYPES = sharded_loading.NP_DTYPES
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "generation_config.json", "chat_template.jinja", "vocab.json", "merges.txt",
-                   "tokenizer.model")
-
-
-class CheckpointError(ValueError):
-  """Weights that do not fit the architecture their config.json describes."""
-
-
-@dataclasses.dataclass(frozen=True)
-class _Tensor:
-  hf_name: str                                   # with {i} for the layer index
-  path: Tuple[str, ...]                          # path inside params["layers"] or params
-  hf_shape: Callable[[ModelConfig], Tuple[int, ...]]
-  to_ours: Callable[[np.ndarray, ModelConfig], np.ndarray]
-  to_hf: Callable[[np.ndarray, ModelConfig], np.ndarray]
-  when: Callable[[ModelConfig], bool] = lambda c: True
-
-
-def _in_out(heads_attr):
-  """[heads*head_dim, embed] (HF) <-> [embed, heads, head_dim] (ours)."""
-  def hf_shape(c):
-    return (getattr(c, heads_attr) * c.head_dim, c.hidden_size)
-
-  def to_ours(w, c):
-    return w.T.reshape(c.hidden_size, getattr(c, heads_attr), c.head_dim)
-
-  def to_hf(k, c):
-    return k.reshape(c.hidden_size, -1).T
-  return hf_shape, to_ours, to_hf
-
-
-def _bias(heads_attr):
-  return (lambda c: (getattr(c, heads_attr) * c.head_dim,),
-          lambda w, c: w.reshape(getattr(c, heads_attr), c.head_dim),
-          lambda k, c: k.reshape(-1))
-
-
-def _transpose(rows, cols):
-  return (lambda c: (rows(c), cols(c)), lambda w, c: w.T, lambda k, c: k.T)
-
-
-def _vector(size):
-  return (lambda c: (size(c),), lambda w, c: w, lambda k, c: k)
-
-
-_E = lambda c: c.hidden_size          # noqa: E731
-_I = lambda c: c.intermediate_size    # noqa: E731
-_D = lambda c: c.head_dim             # noqa: E731
-
-_LAYER_TENSORS: List[_Tensor] = [
-    _Tensor("model.layers.{i}.input_layernorm.weight", ("input_layernorm", "scale"), *_vector(_E)),
-    _Tensor("model.layers.{i}.post_attention_layernorm.weight",
-            ("post_attention_layernorm", "scale"), *_vector(_E)),
-    _Tensor("model.layers.{i}.self_attn.q_proj.weight", ("self_attn", "q_proj", "kernel"),
-            *_in_out("num_attention_heads")),
-    _Tensor("model.layers.{i}.self_attn.k_proj.weight", ("self_attn", "k_proj", "kernel"),
-            *_in_out("num_key_value_heads")),
-    _Tensor("model.layers.{i}.self_attn.v_proj.weight", ("self_attn", "v_proj", "kernel"),
-            *_in_out("num_key_value_heads")),
-    _Tensor("model.layers.{i}.self_attn.o_proj.weight", ("self_attn", "o_proj", "kernel"),
-            lambda c: (c.hidden_size, c.num_attention_heads * c.head_dim),
-            lambda w, c: w.T.reshape(c.num_attention_heads, c.head_dim, c.hidden_size),
-            lambda k, c: k.reshape(-1, c.hidden_size).T),
-    _Tensor("model.layers.{i}.self_attn.q_proj.bias", ("self_attn", "q_proj", "bias"),
-            *_bias("num_attention_heads"), when=lambda c: c.attention_bias),
-    _Tensor("model.layers.{i}.self_attn.k_proj.bias", ("self_attn", "k_proj", "bias"),
-            *_bias("num_key_value_heads"), when=lambda c: c.attention_bias),
-    _Tensor("model.layers.{i}.self_attn.v_proj.bias", ("self_attn", "v_proj", "bias"),
-            *_bias("num_key_value_heads"), when=lambda c: c.attention_bias),
-    _Tensor("model.layers.{i}.self_attn.q_norm.weight", ("self_attn", "q_norm", "scale"),
-            *_vector(_D), when=lambda c: c.qk_norm),
-    _Tensor("model.layers.{i}.self_attn.k_norm.weight", ("self_attn", "k_norm", "scale"),
-            *_vector(_D), when=lambda c: c.qk_norm),
-    _Tensor("model.layers.{i}.mlp.gate_proj.weight", ("mlp", "gate_proj", "kernel"),
-            *_transpose(_I, _E)),
-    _Tensor("model.layers.{i}.mlp.up_proj.weight", ("mlp", "up_proj", "kernel"),
-            *_transpose(_I, _E)),
-    _Tensor("model.layers.{i}.mlp.down_proj.weight", ("mlp", "down_proj", "kernel"),
-            *_transpose(_E, _I)),
-]
-
-_TOP_TENSORS: List[_Tensor] = [
-    _Tensor("model.embed_tokens.weight", ("embed_tokens", "embedding"),
-            lambda c: (c.vocab_size, c.hidden_size), lambda w, c: w, lambda k, c: k),
-    _Tensor("model.norm.weight", ("norm", "scale"), *_vector(_E)),
-    _Tensor("lm_head.weight", ("lm_head", "kernel"),
-            lambda c: (c.vocab_size, c.hidden_size), lambda w, c: w.T, lambda k, c: k.T,
-            when=lambda c: not c.tie_word_embeddings),
-]
-
-
-def _set(tree: dict, path, value):
-  for key in path[:-1]:
-    tree = tree.setdefault(key, {})
-  tree[path[-1]] = value
+                   "tokenizer.model", "added_tokens.json")
+# Without one of these a folder has no tokenizer `transformers` can build.
+_TOKENIZER_CORE = ("tokenizer.json", "vocab.json", "tokenizer.model")
 
 
 def _get(tree: dict, path):
@@ -126,57 +40,79 @@ def _get(tree: dict, path):
   return tree
 
 
+def _set(tree: dict, path, value):
+  for key in path[:-1]:
+    tree = tree.setdefault(key, {})
+  tree[path[-1]] = value
+
+
 def _check_dtype(dtype: str):
   if dtype not in SUPPORTED_DTYPES:
     raise ModelConfigError(f"unsupported dtype {dtype!r}; supported: {', '.join(SUPPORTED_DTYPES)}")
 
 
-def params_from_tensors(tensors, cfg: ModelConfig, *, where: str = "checkpoint") -> dict:
-  """Builds the params pytree (numpy, `cfg.param_dtype`) reading one tensor at a time.
+def open_checkpoint(path: paths.PathLike, dtype: str = "float32",
+                    compute_dtype: Optional[str] = None,
+                    **config_overrides) -> Tuple[ModelConfig, CheckpointTensors]:
+  """Config plus validated tensors of an HF folder; nothing is read beyond the headers.
 
-  `tensors` offers `names()`, `shape(name)` and `get(name)`. Layer tensors are written straight
-  into preallocated stacked arrays, so peak host memory is the params plus one source tensor.
+  Every error a load can meet in the files (missing folder, config, shard or tensor; a
+  truncated file; an inconsistent header or index; a tensor the architecture does not expect
+  or with the wrong shape) is raised here, before any compute.
   """
-  dtype = _NP_DTYPES[cfg.param_dtype]
-  available = tensors.names()
-  expected = []
-  for spec in _TOP_TENSORS:
-    if spec.when(cfg):
-      expected.append((spec.hf_name, spec))
-  for spec in _LAYER_TENSORS:
-    if spec.when(cfg):
-      expected.extend((spec.hf_name.format(i=i), spec) for i in range(cfg.num_hidden_layers))
-  missing = [n for n, _ in expected if n not in available]
-  if missing:
-    raise CheckpointError(f"{where}: {len(missing)} tensor(s) missing for {cfg.model_type}: "
-                          f"{', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}")
-  bad = [f"{n} has shape {tuple(tensors.shape(n))}, expected {spec.hf_shape(cfg)}"
-         for n, spec in expected if tuple(tensors.shape(n)) != spec.hf_shape(cfg)]
-  if bad:
-    raise CheckpointError(f"{where}: wrongly shaped tensor(s): " + "; ".join(bad[:12]))
-  known = {n for n, _ in expected}
-  # Tied checkpoints sometimes also store lm_head.weight; rotary caches are derived buffers.
-  ignorable = {"lm_head.weight"} if cfg.tie_word_embeddings else set()
-  extra = sorted(n for n in available - known - ignorable if "rotary_emb.inv_freq" not in n)
-  if extra:
-    raise CheckpointError(f"{where}: unexpected tensor(s) this architecture does not use: "
-                          f"{', '.join(extra[:12])}")
+  _check_dtype(dtype)
+  if compute_dtype is not None:
+    _check_dtype(compute_dtype)
+  folder = paths.as_path(path)
+  if not folder.exists():
+    raise CheckpointError(f"{path}: model folder does not exist")
+  if not folder.is_dir():
+    raise CheckpointError(f"{path}: not a directory")
+  cfg = load_config(folder, param_dtype=dtype, dtype=compute_dtype or dtype, **config_overrides)
+  tensors = CheckpointTensors(folder)
+  hf_layout.check_tensors(tensors, cfg, os.fspath(path))
+  return cfg, tensors
 
+
+def load_pretrained(path: paths.PathLike, dtype: str = "float32",
+                    compute_dtype: Optional[str] = None, mesh=None, rules=None,
+                    **config_overrides) -> Tuple[Transformer, dict]:
+  """Loads an HF model folder: returns (flax Module, params pytree of jax arrays).
+
+  `dtype` is the param dtype (the file's dtype is cast on the fly), `compute_dtype` the matmul
+  dtype (default: `dtype`). With `mesh` and `rules` (the logical-axis rules table, config
+  `sharding_rules`) every param is created directly in its NamedSharding and each process
+  reads only the slices its devices own; without them params land on the first local device.
+  """
+  if (mesh is None) != (rules is None):
+    raise ValueError("load_pretrained: pass both mesh and rules, or neither")
+  cfg, tensors = open_checkpoint(path, dtype, compute_dtype, **config_overrides)
+  model = Transformer(cfg)
+  shardings = (sharded_loading.param_shardings(model, mesh, rules) if mesh is not None
+               else None)
+  return model, sharded_loading.load_params(tensors, cfg, shardings, where=os.fspath(path))
+
+
+def params_from_tensors(tensors, cfg: ModelConfig, *, where: str = "checkpoint") -> dict:
+  """The params pytree as host numpy arrays (`cfg.param_dtype`), one source tensor at a time.
+
+  `tensors` offers `names()`, `shape(name)` and `get(name)` (e.g. `DictTensors` over a torch
+  state_dict). Layer tensors go straight into preallocated stacked arrays, so peak host memory
+  is the params plus one source tensor.
+  """
+  hf_layout.check_tensors(tensors, cfg, where)
+  dtype = _NP_DTYPES[cfg.param_dtype]
   params: dict = {}
-  for spec in _TOP_TENSORS:
+  for spec in hf_layout.TOP_TENSORS:
     if spec.when(cfg):
       _set(params, spec.path, np.asarray(spec.to_ours(tensors.get(spec.hf_name), cfg), dtype))
   layers: dict = {}
-  for spec in _LAYER_TENSORS:
-    if not spec.when(cfg):
-      continue
-    stacked = None
-    for i in range(cfg.num_hidden_layers):
-      value = spec.to_ours(tensors.get(spec.hf_name.format(i=i)), cfg)
-      if stacked is None:
-        stacked = np.empty((cfg.num_hidden_layers,) + value.shape, dtype)
-      stacked[i] = value
-    _set(layers, spec.path, stacked)
+  for spec in hf_layout.LAYER_TENSORS:
+    if spec.when(cfg):
+      stacked = np.empty((cfg.num_hidden_layers,) + spec.our_shape(cfg), dtype)
+      for i in range(cfg.num_hidden_layers):
+        stacked[i] = spec.to_ours(tensors.get(spec.hf_name.format(i=i)), cfg)
+      _set(layers, spec.path, stacked)
   params["layers"] = layers
   return params
 
@@ -185,55 +121,85 @@ def tensors_from_params(params, cfg: ModelConfig,
                         dtype: Optional[str] = None) -> Iterator[Tuple[str, np.ndarray]]:
   """Yields (HF name, array) for every tensor of the HF layout, one at a time."""
   np_dtype = _NP_DTYPES[dtype or cfg.param_dtype]
-  for spec in _TOP_TENSORS:
+  for spec in hf_layout.TOP_TENSORS:
     if spec.when(cfg):
-      yield spec.hf_name, np.asarray(spec.to_hf(np.asarray(_get(params, spec.path)), cfg),
-                                     np_dtype)
+      yield spec.hf_name, np.ascontiguousarray(
+          spec.to_hf(np.asarray(_get(params, spec.path)), cfg), np_dtype)
   for i in range(cfg.num_hidden_layers):
-    for spec in _LAYER_TENSORS:
+    for spec in hf_layout.LAYER_TENSORS:
       if spec.when(cfg):
         stacked = _get(params["layers"], spec.path)
         yield (spec.hf_name.format(i=i),
                np.ascontiguousarray(spec.to_hf(np.asarray(stacked[i]), cfg), np_dtype))
 
 
-def load_pretrained(path: str, dtype: str = "float32", compute_dtype: Optional[str] = None,
-                    **config_overrides) -> Tuple[Transformer, dict]:
-  """Loads an HF model folder: returns (flax Module, params pytree of jax arrays)."""
-  _check_dtype(dtype)
-  if compute_dtype is not None:
-    _check_dtype(compute_dtype)
-  if not os.path.isdir(path):
-    raise CheckpointError(f"{path}: not a directory")
-  cfg = load_config(path, param_dtype=dtype, dtype=compute_dtype or dtype, **config_overrides)
-  tensors = CheckpointTensors(path)
-  params = params_from_tensors(tensors, cfg, where=path)
-  return Transformer(cfg), jax.tree_util.tree_map(jax.numpy.asarray, params)
-
-
-def save_pretrained(path: str, model: Transformer, params, *, dtype: Optional[str] = None,
-                    tokenizer_from: Optional[str] = None,
+def save_pretrained(path: paths.PathLike, model: Transformer, params, *,
+                    dtype: Optional[str] = None, tokenizer_from: Optional[paths.PathLike] = None,
                     max_shard_bytes: int = 4 * 1024 ** 3) -> None:
-  """Writes config.json + safetensors in the HF layout (sharded above `max_shard_bytes`).
+  """Writes a Hugging Face model folder: config.json, safetensors (sharded above
+  `max_shard_bytes`) and, with `tokenizer_from`, the tokenizer files.
 
-  `tokenizer_from` copies the tokenizer files of another folder so the result is a complete
-  model folder that `transformers` can load.
+  `tokenizer_from` is the folder (local or remote) whose tokenizer files are copied, or a hub
+  id `transformers` can resolve; with it the result loads with `AutoTokenizer` and
+  `AutoModelForCausalLM` alone. Params carry no memory of the folder they were loaded from, so
+  a caller that loaded them from a folder (or trained with a tokenizer) must pass it here;
+  without it only the weights and config are written.
   """
   cfg = model.config
   if dtype is not None:
     _check_dtype(dtype)
-  os.makedirs(path, exist_ok=True)
+  folder = paths.as_path(path)
+  folder.mkdir(parents=True, exist_ok=True)
+  # The tokenizer goes first: a bad source fails before gigabytes of weights are written.
+  if tokenizer_from:
+    copy_tokenizer(tokenizer_from, folder)
   hf = cfg.to_hf_dict()
   hf["torch_dtype"] = hf["dtype"] = dtype or cfg.param_dtype
-  with open(os.path.join(path, "config.json"), "w", encoding="utf-8") as f:
-    json.dump(hf, f, indent=2)
-  host = jax.device_get(params)
-  write_sharded(path, tensors_from_params(host, cfg, dtype), max_shard_bytes)
-  if tokenizer_from:
-    for name in TOKENIZER_FILES:
-      src = os.path.join(tokenizer_from, name)
-      if os.path.exists(src) and os.path.abspath(src) != os.path.abspath(os.path.join(path, name)):
-        shutil.copy(src, os.path.join(path, name))
+  _write_text(folder / "config.json", json.dumps(hf, indent=2))
+  write_sharded(folder, tensors_from_params(jax.device_get(params), cfg, dtype), max_shard_bytes)
+
+
+def has_tokenizer(folder: paths.PathLike) -> bool:
+  """Whether `folder` holds tokenizer files `transformers` can build a tokenizer from."""
+  folder = paths.as_path(folder)
+  return folder.is_dir() and any((folder / name).exists() for name in _TOKENIZER_CORE)
+
+
+def copy_tokenizer(source: paths.PathLike, folder: paths.PathLike) -> None:
+  """Puts the tokenizer files of `source` (a folder, or a hub id) into `folder`."""
+  folder = paths.as_path(folder)
+  src = paths.as_path(source)
+  if not src.is_dir():
+    _save_hub_tokenizer(os.fspath(source), folder)
+    return
+  present = [name for name in TOKENIZER_FILES if (src / name).exists()]
+  if not has_tokenizer(src):
+    raise CheckpointError(f"{source}: no tokenizer files to copy (expected one of "
+                          f"{', '.join(_TOKENIZER_CORE)})")
+  for name in present:
+    target = folder / name
+    if os.fspath(src / name) != os.fspath(target):
+      tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+      (src / name).copy(tmp, overwrite=True)
+      tmp.replace(target)
+
+
+def _save_hub_tokenizer(name: str, folder) -> None:
+  import transformers  # noqa: PLC0415 -- only a hub id needs transformers to resolve it
+  try:
+    tokenizer = transformers.AutoTokenizer.from_pretrained(name)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"tokenizer {name!r} is neither a folder nor a tokenizer "
+                          f"transformers can load ({type(e).__name__}: {e})") from None
+  with tempfile.TemporaryDirectory() as local:
+    tokenizer.save_pretrained(local)
+    copy_tokenizer(local, folder)
+
+
+def _write_text(path, text: str) -> None:
+  tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+  tmp.write_text(text, encoding="utf-8")
+  tmp.replace(path)
 
 
 class DictTensors:
@@ -250,3 +216,6 @@ class DictTensors:
 
   def get(self, name):
     return np.asarray(self._t[name])
+
+  def read(self, name, box):
+    return np.array(np.asarray(self._t[name])[tuple(slice(a, b) for a, b in box)])
