@@ -15,7 +15,7 @@ import time
 from absl import flags, logging
 from ml_collections import config_flags
 
-from surveylm_jax import cli, extensions
+from surveylm_jax import cli, extensions, paths
 from surveylm_jax.train import two_stage
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Demo config file.",
@@ -31,9 +31,9 @@ DATA_COMMANDS = {
 
 
 def _check_inputs(config):
-  paths = [config.model.path, config.stage1.data.train, config.stage2.data.train,
-           config.eval.train_data] + config.eval.data.split(",")
-  missing = [p for p in paths if p and not os.path.exists(p)]
+  inputs = [config.model.path, config.stage1.data.train, config.stage2.data.train,
+            config.eval.train_data] + config.eval.data.split(",")
+  missing = [p for p in inputs if p and not paths.as_path(p).exists()]
   if missing:
     hints = sorted({cmd for folder, cmd in DATA_COMMANDS.items() for p in missing if p.startswith(folder)})
     raise FileNotFoundError(f"missing inputs: {missing}" + ("; make them with:\n  " + "\n  ".join(hints)
@@ -59,10 +59,9 @@ class Clock:
 
 
 def _cached_eval(path: str):
-  metrics = os.path.join(path, "eval", "metrics.json")
-  if os.path.exists(metrics):
-    with open(metrics, encoding="utf-8") as f:
-      return json.load(f)
+  metrics = paths.join(path, "eval", "metrics.json")   # written last and whole (eval/report.py)
+  if metrics.exists():
+    return json.loads(paths.read_text(metrics))
   return None
 
 
@@ -72,11 +71,12 @@ def main(argv):
   extensions.load(_CONFIG.value)   # config.extra_modules, then registry names checked
   from surveylm_jax.eval import comparison, runner
   config, workdir = _CONFIG.value, _WORKDIR.value
+  paths.check_writable(workdir, "workdir")   # before the first of three long stages
   _check_inputs(config)
   clock = Clock()
 
   clock.stage("1/3 zero-shot evaluation of the base model")
-  zero_dir = os.path.join(workdir, "zero_shot")
+  zero_dir = os.fspath(paths.join(workdir, "zero_shot"))
   zero_shot = _cached_eval(zero_dir)
   if zero_shot is None:
     zero_config = two_stage.stage_config(config, "stage2")
@@ -86,8 +86,8 @@ def main(argv):
     print(f"reusing {zero_dir}/eval", flush=True)
 
   clock.stage("2/3 Stage I + Stage II LoRA fine-tuning, then evaluation")
-  two_dir = os.path.join(workdir, "two_stage")
-  tuned = _cached_eval(os.path.join(two_dir, "stage2"))
+  two_dir = os.fspath(paths.join(workdir, "two_stage"))
+  tuned = _cached_eval(paths.join(two_dir, "stage2"))
   if tuned is None:
     tuned = two_stage.run(copy.deepcopy(config), two_dir)["eval"]
   else:
@@ -97,15 +97,15 @@ def main(argv):
   summary = comparison.build_summary(zero_shot, tuned, tuple(config.eval.baselines))
   curves = {}
   for stage, title in (("stage1", "Stage I (GSS abortion items)"), ("stage2", "Stage II (GSS 2018 task 4)")):
-    path = os.path.join(two_dir, stage, "metrics.jsonl")
-    if os.path.exists(path):
+    path = paths.join(two_dir, stage, "metrics.jsonl")
+    if path.exists():
       curves[title] = comparison.read_curve(path)
   summary["seconds"] = time.time() - clock.start
   report = comparison.write_report(workdir, summary, curves, clock.durations())
   print("\n" + comparison.table(summary) + "\n")
   for name, ok in summary["checks"].items():
     print(f"  {name.replace('_', ' ')}: {'yes' if ok else 'no'}")
-  print(f"\n[{clock.elapsed()}] report: {report}  summary: {os.path.join(workdir, 'summary.json')}",
+  print(f"\n[{clock.elapsed()}] report: {report}  summary: {paths.join(workdir, 'summary.json')}",
         flush=True)
 
 

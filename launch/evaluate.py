@@ -12,7 +12,7 @@ Read-outs, baselines, metrics and prompt languages of a researcher's own module 
 from absl import flags
 from ml_collections import config_flags
 
-from surveylm_jax import cli, extensions
+from surveylm_jax import cli, extensions, paths
 
 _CONFIG = config_flags.DEFINE_config_file("config", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where eval/ (metrics, predictions, report) goes.",
@@ -21,6 +21,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where eval/ (metrics, predictio
 
 def main(argv):
   del argv
+  paths.check_writable(_WORKDIR.value, "workdir")   # a bad location fails now, not after training
   extensions.load(_CONFIG.value)   # config.extra_modules, then registry names checked
   from surveylm_jax.eval import runner
   result = runner.evaluate(_CONFIG.value, _WORKDIR.value)

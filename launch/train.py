@@ -11,7 +11,7 @@ python -m launch.train --config=configs/tiny.py --workdir=runs/tiny \
 from absl import flags, logging
 from ml_collections import config_flags
 
-from surveylm_jax import cli, extensions
+from surveylm_jax import cli, extensions, paths
 from surveylm_jax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -22,6 +22,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  paths.check_writable(_WORKDIR.value, "workdir")   # a bad location fails now, not after training
   logging.set_verbosity(logging.WARNING)   # orbax logs every file rename at INFO
   extensions.load(_CONFIG.value)   # config.extra_modules, then registry names checked
   loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

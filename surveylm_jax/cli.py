@@ -9,9 +9,10 @@
   an NVIDIA device exist, else on `cpu`, and says so in one line on stderr. Set `JAX_PLATFORMS`
   to choose yourself.
 * Errors. The project's own error types (bad data or codebook, model config or checkpoint,
-  adapter, config) are problems with what the user passed: they print one line, `error: ...`,
-  naming the file, record and field, and exit with status 2. A mistyped `--config.` key is one of
-  them. Any other exception is a bug and keeps its traceback.
+  adapter, config, an output location that cannot be written) are problems with what the user
+  passed: they print one line, `error: ...`, naming the file, record and field, and exit with
+  status 2. A mistyped `--config.` key is one of them. Any other exception is a bug and keeps
+  its traceback.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ class ConfigError(ValueError):
 def user_errors() -> tuple:
   """The exception types that mean "fix your input", not "fix the code"."""
   from surveylm_jax.data.errors import DataError
+  from surveylm_jax.paths import UnwritableLocationError
   from surveylm_jax.data.prompt_parsing import PromptError
   from surveylm_jax.lora.core import LoraError
   from surveylm_jax.models.config import ModelConfigError
@@ -37,7 +39,8 @@ def user_errors() -> tuple:
   from surveylm_jax.train.loss_positions import LossPositionsError
   from surveylm_jax.train.lower_cache import LowerCacheError
   return (ConfigError, DataError, PromptError, LoraError, ModelConfigError, CheckpointError,
-          SafetensorsError, IncompatibleCheckpointError, LossPositionsError, LowerCacheError)
+          SafetensorsError, IncompatibleCheckpointError, LossPositionsError, LowerCacheError,
+          UnwritableLocationError)
 
 
 def _has_tpu() -> bool:

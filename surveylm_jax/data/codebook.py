@@ -41,6 +41,7 @@ import os
 
 import yaml
 
+from surveylm_jax import paths
 from surveylm_jax.data import prompt_layouts
 from surveylm_jax.data.errors import DataError
 from surveylm_jax.data.records import STANCES
@@ -137,7 +138,11 @@ class Codebook:
                     path=self.path, field="group_by", reason="bad_codebook")
 
   def resolve(self, relative: str) -> str:
-    return relative if os.path.isabs(relative) else os.path.join(os.path.dirname(self.path), relative)
+    """A source path as written in the codebook: absolute or a URI as is, else beside the codebook
+    (which may itself be on gs://)."""
+    if os.path.isabs(relative) or paths.is_remote(relative):
+      return relative
+    return os.fspath(paths.as_path(self.path).parent / relative)
 
 
 def parse_keep(path, keep) -> tuple:
@@ -216,9 +221,8 @@ def _question(path, i, spec) -> Question:
 def load_codebook(path: str | os.PathLike) -> Codebook:
   path = os.fspath(path)
   try:
-    with open(path, encoding="utf-8") as f:
-      spec = yaml.safe_load(f)
-  except (OSError, yaml.YAMLError) as e:
+    spec = yaml.safe_load(paths.read_text(path))   # local or gs://
+  except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
     raise DataError(f"cannot read codebook: {e}", path=path, reason="bad_codebook") from None
   if not isinstance(spec, dict):
     raise _err(path, None, "the codebook must be a YAML mapping")

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 
+from surveylm_jax import paths
 from surveylm_jax.data.errors import DataError, ReadReport
 
 _WHITESPACE = " \t\n\r"
@@ -161,8 +162,7 @@ def load_raw_records(path: str | os.PathLike, lenient: bool, report: ReadReport)
   """
   path = os.fspath(path)
   try:
-    with open(path, encoding="utf-8") as f:
-      text = f.read()
+    text = paths.read_text(path)   # local or gs://
   except UnicodeDecodeError as e:
     raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", path=path,
                     reason="not_utf8") from None

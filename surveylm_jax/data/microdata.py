@@ -9,10 +9,10 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
-import os
 
 import pandas as pd
 
+from surveylm_jax import paths
 from surveylm_jax.data.codebook import Codebook, code_key
 from surveylm_jax.data.errors import DataError
 
@@ -65,11 +65,12 @@ def load_table(codebook: Codebook) -> pd.DataFrame:
     raise DataError(f"unknown source kind {kind!r}", path=codebook.path, field="source",
                     reason="bad_codebook")
   path = codebook.resolve(str(spec))
-  if not os.path.isfile(path):
+  if not paths.as_path(path).is_file():
     raise DataError(f"{kind} source file {path} does not exist (paths are relative to the codebook)",
                     path=codebook.path, field="source", reason="missing_file")
   try:
-    return _read_file(kind, path)
+    with paths.local_copy(path) as local:   # pyreadstat and pandas' Stata reader take local names
+      return _read_file(kind, local)
   except _file_read_errors() as e:
     raise DataError(f"cannot read {kind} source file {path}: {type(e).__name__}: {e}", path=codebook.path,
                     field="source", reason="bad_source") from None

@@ -36,6 +36,7 @@ import os
 import numpy as np
 import yaml
 
+from surveylm_jax import paths
 from surveylm_jax.data import known_scales
 from surveylm_jax.data.answers import answer_key
 from surveylm_jax.data.errors import DataError
@@ -91,9 +92,8 @@ def _entry(path: str, i: int, spec, source: str) -> tuple[list[str], _Entry]:
 
 def load_catalog_file(path: str, source: str = "user") -> dict[str, list[_Entry]]:
   """question key (id or text, answer-key form) -> its entries, from one YAML file."""
-  from etils import epath
   try:
-    spec = yaml.safe_load(epath.Path(path).read_text(encoding="utf-8"))
+    spec = yaml.safe_load(paths.read_text(path))   # local or gs://
   except FileNotFoundError:
     raise DataError("question catalog not found", path=path) from None
   except yaml.YAMLError as e:
@@ -110,25 +110,24 @@ def load_catalog_file(path: str, source: str = "user") -> dict[str, list[_Entry]
 
 def write_catalog_file(path: str, questions) -> None:
   """questions: dicts with id/text/options/ordinal (the converter's codebook questions)."""
-  from etils import epath
-  out = epath.Path(path)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(yaml.safe_dump({"questions": list(questions)}, allow_unicode=True, sort_keys=False),
-                 encoding="utf-8")
+  out = paths.as_path(path)
+  paths.makedirs(out.parent)
+  paths.write_text(out, yaml.safe_dump({"questions": list(questions)}, allow_unicode=True,
+                                       sort_keys=False))
 
 
 def codebook_catalogs(data_paths) -> list[str]:
   """`question_catalog.yaml` files the converter wrote beside (or above) the given data files."""
-  from etils import epath
   found = []
   for p in data_paths:
-    folder = epath.Path(p).parent
+    folder = paths.as_path(p).parent
     for _ in range(4):  # .../<survey>/task4/individual/test.json -> .../<survey>/
       candidate = folder / CATALOG_FILENAME
       if candidate.exists() and str(candidate) not in found:
         found.append(str(candidate))
         break
-      if folder.parent == folder:
+      # Stop at the filesystem root, or at a bucket's root (gs://bucket: parts '/', 'gs', 'bucket').
+      if folder.parent == folder or (paths.is_remote(folder) and len(folder.parts) <= 3):
         break
       folder = folder.parent
   return found

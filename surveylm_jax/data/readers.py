@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 
+from surveylm_jax import paths
 from surveylm_jax.data.errors import DataError, ReadReport
 from surveylm_jax.data.json_io import load_raw_records
 from surveylm_jax.data.prompt_parsing import PromptError
@@ -34,7 +35,7 @@ def read_alignsurvey(path: str | os.PathLike, lenient: bool = False, task: str |
       returns an empty list, for a file that is empty on purpose.
   """
   path = os.fspath(path)
-  if not os.path.isfile(path):
+  if not paths.as_path(path).is_file():   # local or gs://
     raise DataError("no such file", path=path, reason="missing_file")
   report = ReadReport(path)
   raws = load_raw_records(path, lenient, report)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from surveylm_jax.data.json_io import RawRecord
 from surveylm_jax.data.readers import read_alignsurvey
@@ -12,7 +13,8 @@ class InMemorySource:
   """All records of some AlignSurvey files, held in memory (small files, tests, evaluation)."""
 
   def __init__(self, paths, lenient: bool = False, allow_empty: bool = False):
-    paths = [paths] if isinstance(paths, str) else list(paths)
+    # One path (a str, or an epath / pathlib path: local or gs://) or several.
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     self.records, self.reports = [], []
     for path in paths:
       records = read_alignsurvey(path, lenient=lenient, allow_empty=allow_empty)

@@ -21,6 +21,7 @@ import os
 
 import numpy as np
 
+from surveylm_jax import paths
 from surveylm_jax.data import question_catalog
 from surveylm_jax.data import survey_prompts as prompts
 from surveylm_jax.data.codebook import Codebook, code_key
@@ -233,17 +234,17 @@ def codebook_catalog(codebook: Codebook) -> list[dict]:
   return entries
 
 
-def write_conversion(conversion: Conversion, out_dir: str) -> list[str]:
+def write_conversion(conversion: Conversion, out_dir: paths.PathLike) -> list[str]:
+  """Writes the converted files under `out_dir` (local or gs://); returns their paths."""
   written = []
   for relative, records in conversion.files.items():
-    path = os.path.join(out_dir, relative)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-      json.dump(records, f, ensure_ascii=False, indent=1)
-    written.append(path)
+    path = paths.join(out_dir, relative)
+    paths.makedirs(path.parent)
+    paths.write_text(path, json.dumps(records, ensure_ascii=False, indent=1))
+    written.append(os.fspath(path))
   if conversion.catalog:  # beside the data: evaluation finds it there (question_catalog.py)
-    question_catalog.write_catalog_file(os.path.join(out_dir, question_catalog.CATALOG_FILENAME),
+    question_catalog.write_catalog_file(paths.join(out_dir, question_catalog.CATALOG_FILENAME),
                                         conversion.catalog)
-  with open(os.path.join(out_dir, "conversion_report.json"), "w", encoding="utf-8") as f:
-    json.dump(conversion.report, f, ensure_ascii=False, indent=1)
+  paths.write_text(paths.join(out_dir, "conversion_report.json"),
+                   json.dumps(conversion.report, ensure_ascii=False, indent=1))
   return written

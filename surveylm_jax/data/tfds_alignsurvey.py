@@ -16,7 +16,6 @@ so `sources.TfdsRecordSource` turns rows back into the same typed records.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import os
 
@@ -69,13 +68,14 @@ class AlignSurvey(tfds.core.GeneratorBasedBuilder):
         "source_path": text, "source_index": np.int64, "source_line": np.int64}))
 
   def _split_generators(self, dl_manager):
-    folder = os.path.join(dl_manager.manual_dir, self.builder_config.subdir)
-    files = sorted(glob.glob(os.path.join(folder, "*.json")) + glob.glob(os.path.join(folder, "*.jsonl")))
+    # dl_manager.manual_dir is an epath Path: the manual folder may sit on gs://.
+    folder = epath.Path(dl_manager.manual_dir) / self.builder_config.subdir
+    files = sorted(os.fspath(p) for pattern in ("*.json", "*.jsonl") for p in folder.glob(pattern))
     if not files:
       raise FileNotFoundError(f"no .json/.jsonl files in {folder}. {self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
     splits = {}
     for path in files:
-      split = os.path.basename(path).split(".")[0]
+      split = epath.Path(path).name.split(".")[0]
       if split in splits:
         raise ValueError(f"two files for split {split!r} in {folder}")
       splits[split] = self._generate_examples(path)

@@ -14,6 +14,9 @@ import os
 
 import numpy as np
 
+from surveylm_jax import paths
+from surveylm_jax.eval import report
+
 HEADLINE = ("accuracy", "macro_f1", "w1_normalized", "representativeness")
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "w1_normalized": False,
                     "representativeness": True}
@@ -82,7 +85,7 @@ def table(summary: dict) -> str:
   return "\n".join(lines)
 
 
-def _plot_methods(summary: dict, path: str):
+def _plot_methods(summary: dict, path: paths.PathLike):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -100,11 +103,11 @@ def _plot_methods(summary: dict, path: str):
                  label="noise floor")
       ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=90)
+  report.save_png(fig, path)
   plt.close(fig)
 
 
-def _plot_training(curves: dict, path: str):
+def _plot_training(curves: dict, path: paths.PathLike):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -118,25 +121,23 @@ def _plot_training(curves: dict, path: str):
     ax.set_xlabel("step")
     ax.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=90)
+  report.save_png(fig, path)
   plt.close(fig)
 
 
-def read_curve(metrics_jsonl: str) -> list[dict]:
-  """Training records (steps with a loss) of one stage's metrics.jsonl."""
-  with open(metrics_jsonl, encoding="utf-8") as f:
-    return [r for r in map(json.loads, f) if "loss" in r]
+def read_curve(metrics_jsonl: paths.PathLike) -> list[dict]:
+  """Training records (steps with a loss) of one stage's metrics.jsonl (local or gs://)."""
+  lines = paths.read_text(metrics_jsonl).splitlines()
+  return [r for r in map(json.loads, filter(str.strip, lines)) if "loss" in r]
 
 
-def write_report(out_dir: str, summary: dict, curves: dict, notes: list[str]) -> str:
-  """summary.json, report.md and plots/ under out_dir; returns the report path."""
-  plots = os.path.join(out_dir, "plots")
-  os.makedirs(plots, exist_ok=True)
-  with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as f:
-    json.dump(summary, f, indent=1, ensure_ascii=False)
-  _plot_methods(summary, os.path.join(plots, "methods.png"))
+def write_report(out_dir: paths.PathLike, summary: dict, curves: dict, notes: list[str]) -> str:
+  """summary.json, report.md and plots/ under out_dir (local or gs://); returns the report path."""
+  plots = paths.makedirs(paths.join(out_dir, "plots"))
+  paths.write_text(paths.join(out_dir, "summary.json"), json.dumps(summary, indent=1, ensure_ascii=False))
+  _plot_methods(summary, plots / "methods.png")
   if curves:
-    _plot_training(curves, os.path.join(plots, "training.png"))
+    _plot_training(curves, plots / "training.png")
   checks = summary["checks"]
   lines = ["# Zero-shot vs two-stage LoRA vs baselines", "", table(summary), "",
            f"Test data: {summary['data']['counts']['individual']} individual records, "
@@ -156,7 +157,5 @@ def write_report(out_dir: str, summary: dict, curves: dict, notes: list[str]) ->
     lines.append("![training](plots/training.png)")
   lines += ["", "Per-run details (per question, per group, per subgroup): `zero_shot/eval/report.md`, "
             "`two_stage/stage2/eval/report.md`."]
-  path = os.path.join(out_dir, "report.md")
-  with open(path, "w", encoding="utf-8") as f:
-    f.write("\n".join(lines) + "\n")
-  return path
+  path = paths.write_text(paths.join(out_dir, "report.md"), "\n".join(lines) + "\n")
+  return os.fspath(path)

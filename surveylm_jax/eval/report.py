@@ -14,6 +14,8 @@ import unicodedata
 
 import numpy as np
 
+from surveylm_jax import paths
+
 
 def _json_default(x):
   if isinstance(x, (np.floating, np.integer)):
@@ -242,10 +244,17 @@ def plain_text():
     yield
 
 
-def _save(fig, path: str):
+def _save(fig, path: paths.PathLike):
   import matplotlib.pyplot as plt
-  fig.savefig(path, dpi=90, bbox_inches="tight")  # tight: the saved image grows to hold every label
+  save_png(fig, path, bbox_inches="tight")  # tight: the saved image grows to hold every label
   plt.close(fig)
+
+
+def save_png(fig, path: paths.PathLike, **kwargs) -> None:
+  """`fig.savefig` to a local or gs:// path: matplotlib writes local names or file objects only,
+  so it is given the epath's file object (and the format, which it cannot take from a stream)."""
+  with paths.as_path(path).open("wb") as f:
+    fig.savefig(f, format="png", dpi=90, **kwargs)
 
 
 def _panel_title(row: dict) -> str:
@@ -362,33 +371,32 @@ def _plot_calibration(rows, path, bins: int = 10):
   return True
 
 
-def write_report(out_dir: str, result: dict, rows: list, per_group: list) -> dict:
-  """Writes everything under out_dir; returns the paths written."""
-  plots_dir = os.path.join(out_dir, "plots")
-  os.makedirs(plots_dir, exist_ok=True)
+def _jsonl(items) -> str:
+  return "".join(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n" for row in items)
+
+
+def write_report(out_dir: paths.PathLike, result: dict, rows: list, per_group: list) -> dict:
+  """Writes everything under out_dir (local or gs://); returns the paths written."""
+  plots_dir = paths.makedirs(paths.join(out_dir, "plots"))
   plots = []
   if per_group:
-    _plot_groups(per_group, os.path.join(plots_dir, "group_distributions.png"))
-    _plot_share_scatter(per_group, os.path.join(plots_dir, "group_shares_scatter.png"))
-    plots += [os.path.join(plots_dir, "group_distributions.png"),
-              os.path.join(plots_dir, "group_shares_scatter.png")]
+    _plot_groups(per_group, plots_dir / "group_distributions.png")
+    _plot_share_scatter(per_group, plots_dir / "group_shares_scatter.png")
+    plots += [plots_dir / "group_distributions.png", plots_dir / "group_shares_scatter.png"]
   if result.get("fairness") and _plot_subgroup_gaps(result["fairness"],
-                                                    os.path.join(plots_dir, "subgroup_gaps.png")):
-    plots.append(os.path.join(plots_dir, "subgroup_gaps.png"))
-  if _plot_calibration(rows, os.path.join(plots_dir, "calibration.png")):
-    plots.append(os.path.join(plots_dir, "calibration.png"))
-  paths = {"metrics": os.path.join(out_dir, "metrics.json"),
-           "predictions": os.path.join(out_dir, "predictions.jsonl"),
-           "groups": os.path.join(out_dir, "groups.jsonl"),
-           "report": os.path.join(out_dir, "report.md"), "plots": plots}
-  with open(paths["metrics"], "w") as f:
-    json.dump(result, f, indent=1, ensure_ascii=False, default=_json_default)
-  with open(paths["predictions"], "w") as f:
-    for row in rows:
-      f.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
-  with open(paths["groups"], "w") as f:
-    for row in per_group:
-      f.write(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n")
-  with open(paths["report"], "w") as f:
-    f.write(markdown(result, plots))
-  return paths
+                                                    plots_dir / "subgroup_gaps.png"):
+    plots.append(plots_dir / "subgroup_gaps.png")
+  if _plot_calibration(rows, plots_dir / "calibration.png"):
+    plots.append(plots_dir / "calibration.png")
+  plots = [os.fspath(p) for p in plots]
+  written = {"metrics": paths.join(out_dir, "metrics.json"),
+             "predictions": paths.join(out_dir, "predictions.jsonl"),
+             "groups": paths.join(out_dir, "groups.jsonl"),
+             "report": paths.join(out_dir, "report.md")}
+  paths.write_text(written["predictions"], _jsonl(rows))
+  paths.write_text(written["groups"], _jsonl(per_group))
+  paths.write_text(written["report"], markdown(result, plots))
+  # Last and whole: an existing metrics.json marks a finished evaluation (launch/demo.py reuses it).
+  paths.write_atomic(written["metrics"],
+                     json.dumps(result, indent=1, ensure_ascii=False, default=_json_default))
+  return {**{k: os.fspath(v) for k, v in written.items()}, "plots": plots}

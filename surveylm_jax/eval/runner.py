@@ -15,13 +15,12 @@ summary.
 """
 from __future__ import annotations
 
-import os
 import time
 
 import jax
 import numpy as np
 
-from surveylm_jax import registry
+from surveylm_jax import multihost, paths, registry, sharding
 from surveylm_jax.cli import ConfigError
 from surveylm_jax.data import (STANCES, GroupDistributionRecord, StanceRecord, SurveyResponseRecord,
                                read_alignsurvey)
@@ -33,7 +32,7 @@ from surveylm_jax.eval import (answer_parsing, baselines, canonical, eval_limits
                                fairness, groups, position_bias, report, task_metrics)
 from surveylm_jax.eval.generated_tasks import (GENERATED_TASKS, chat_prompt, evaluate_generated,
                                                generate_texts, max_new_tokens_per_task, record_id)
-from surveylm_jax.inference import scoring
+from surveylm_jax.inference import placement, scoring
 
 
 def _paths(spec: str) -> list[str]:
@@ -52,23 +51,45 @@ def read_records(spec: str, lenient: bool, max_records: int = -1, allow_empty: b
   return records, reports
 
 
-def load_model(config):
+def eval_placement(config) -> placement.Placement:
+  """The mesh and logical-axis rules of the config (the training ones): params sharded by the
+  rules, records spread over `data` x `fsdp`. One device gives the default placement."""
+  mesh = sharding.make_mesh(config.mesh)
+  if mesh.size == 1:
+    return placement.Placement()
+  return placement.MeshPlacement(mesh, sharding.rules_tuple(config.sharding_rules))
+
+
+def load_model(config, where: placement.Placement | None = None):
   """(model, params, tokenizer): HF folder or random tiny config, plus an optional PEFT adapter
-  (merged into the params: scoring then runs at the base model's speed)."""
+  (merged into the params: scoring then runs at the base model's speed). Params are in the
+  config's dtype (`model.dtype`, the one training uses) and, on a mesh, sharded as in training."""
   import transformers
   from surveylm_jax import models
+  from surveylm_jax.models import hf_io
+  where = where if where is not None else eval_placement(config)
   if config.model.random_init:
     cfg = models.config_from_hf_dict(dict(config.model.random_init))
     model = models.Transformer(cfg)
-    params = models.init_params(model, jax.random.PRNGKey(config.seed))
+    key = jax.random.PRNGKey(config.seed)
+    if where.mesh is None:
+      params = models.init_params(model, key)
+    else:
+      params, _ = sharding.create_sharded(lambda: models.init_params(model, key, boxed=True),
+                                          where.mesh, where.rules)
   else:
+    # On a mesh each process reads only the slices its devices own (models/sharded_loading.py).
+    mesh_args = {} if where.mesh is None else {"mesh": where.mesh, "rules": where.rules}
     model, params = models.load_pretrained(config.model.path, dtype=config.model.dtype,
-                                           compute_dtype=config.model.compute_dtype)
-  tokenizer = transformers.AutoTokenizer.from_pretrained(config.model.tokenizer or config.model.path)
+                                           compute_dtype=config.model.compute_dtype, **mesh_args)
+  with paths.local_copy(config.model.tokenizer or config.model.path,
+                        names=hf_io.TOKENIZER_FILES) as tokenizer_dir:   # transformers reads local folders
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
   if config.eval.adapter:
     from surveylm_jax import lora
     lora_params, lora_cfg = lora.load_peft(config.eval.adapter, params)
-    params = lora.merge(params, lora_params, lora_cfg)
+    shardings = None if where.mesh is None else models.param_shardings(model, where.mesh, where.rules)
+    params = jax.jit(lora.merge, static_argnums=2, out_shardings=shardings)(params, lora_params, lora_cfg)
   return model, params, tokenizer
 
 
@@ -231,10 +252,15 @@ def prediction_metrics(individual, group_records, predictors: dict, group_direct
           "tags": tags, "views": views, "group_views": group_views, "qids": qids}
 
 
-def evaluate(config, workdir: str) -> dict:
-  """Runs the whole evaluation; returns the metrics dict also written to DIR/eval/metrics.json."""
+def evaluate(config, workdir: str, where: placement.Placement | None = None) -> dict:
+  """Runs the whole evaluation; returns the metrics dict also written to DIR/eval/metrics.json.
+
+  Every process of a multi-host run calls this (the model's arrays span them); one writes.
+  `where` overrides the placement the config's mesh gives (e.g. one device for a reference run).
+  """
   start = time.time()
-  out_dir = os.path.join(workdir, "eval")
+  sharding.initialize_distributed()   # a no-op for one process; every process runs the evaluation
+  out_dir = paths.join(workdir, "eval")
   ev = config.eval
   readout = get_readout(ev.readout)   # registry names fail here, before any data or model loads
   baselines.check_names(ev.baselines)
@@ -264,7 +290,9 @@ def evaluate(config, workdir: str) -> dict:
                                      ev.question_catalog or config.data.question_catalog)
 
   # --- model and read-outs -----------------------------------------------------------------------
-  model, params, tokenizer = load_model(config)
+  # On a mesh (config.mesh, as in training) params are sharded and records spread over it.
+  where = where if where is not None else eval_placement(config)
+  model, params, tokenizer = load_model(config, where)
   t0 = time.time()
   out = readout(model, params, tokenizer, individual, config, "task4 individual") if individual else {}
   probs = checked_distributions(f"read-out {ev.readout!r}", individual, out.get("probs", []))
@@ -336,5 +364,6 @@ def evaluate(config, workdir: str) -> dict:
                  "subgroups": []})
   rows.extend(generated_rows)
   result["seconds"] = time.time() - start
-  report.write_report(out_dir, result, rows, got["group"]["per_group"])
+  if multihost.is_writer():
+    report.write_report(out_dir, result, rows, got["group"]["per_group"])
   return result

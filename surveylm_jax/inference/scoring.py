@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from surveylm_jax.inference import prefix_plan
+from surveylm_jax.inference import placement, prefix_plan
 from surveylm_jax.models.transformer import Transformer
 
 LETTER_VARIANTS = ("{}", " {}")   # "A" right after the assistant header, or " A" after a space
@@ -180,6 +180,7 @@ def score_options(model: Transformer, params, prompt_ids: Sequence[Sequence[int]
     raise ValueError(f"{n} prompts but {len(prefix_keys)} prefix keys")
   results: list = [None] * n
   done = 0
+  put = placement.of(params)   # where batches go and how results come back (one device or a mesh)
   if prefix_keys is None or all(k is None for k in prefix_keys):
     order = sorted(range(n), key=lambda i: len(prompt_ids[i]))
     for start in range(0, n, batch_size):
@@ -188,7 +189,7 @@ def score_options(model: Transformer, params, prompt_ids: Sequence[Sequence[int]
       ids, mask, last = _pad_rows([prompt_ids[i] for i in idx], rows,
                                   _bucket(max(len(prompt_ids[i]) for i in idx), length_step))
       cand_ids, cand_valid = _candidates([option_ids[i] for i in idx], rows)
-      out = np.asarray(_score_full(model, params, ids, mask, last, cand_ids, cand_valid))
+      out = put.get(_score_full(model, params, *map(put.put, (ids, mask, last, cand_ids, cand_valid))))
       for r, i in enumerate(idx):
         results[i] = _to_scores(out[r], len(option_ids[i]))
       done += len(idx)
@@ -198,33 +199,34 @@ def score_options(model: Transformer, params, prompt_ids: Sequence[Sequence[int]
 
   plan = prefix_plan.make_plan(prompt_ids, prefix_keys, pack_length)
   _score_plan(model, params, plan, option_ids, results, length_step=length_step,
-              pack_rows=pack_rows, progress=progress, total=n)
+              pack_rows=pack_rows, progress=progress, total=n, put=put)
   return results
 
 
 def _score_plan(model, params, plan: prefix_plan.Plan, option_ids, results, *, length_step: int,
-                pack_rows: int, progress, total: int):
+                pack_rows: int, progress, total: int, put: placement.Placement):
   """Runs `plan`: the root once, then chunks of groups -- their prefixes in one pass, their
   suffix rows `pack_rows` at a time. Chunks keep only a few groups' keys and values alive."""
   root = None
   if plan.root:
     width = _bucket(len(plan.root), length_step)
     ids, mask, _ = _pad_rows([plan.root], 1, width)
-    root = _context_pass(model, params, ids, mask, np.arange(width, dtype=np.int32)[None], None)
+    root = _context_pass(model, params, put.put(ids), put.put(mask),
+                         put.put(np.arange(width, dtype=np.int32)[None]), None)
   done, chunk, chunk_rows = 0, [], 0
   for g, group in enumerate(plan.groups):
     chunk.append(group)
     chunk_rows += len(group.rows)
     if chunk_rows >= pack_rows or g == len(plan.groups) - 1:
       done += _score_chunk(model, params, plan, chunk, root, option_ids, results, length_step,
-                           pack_rows)
+                           pack_rows, put)
       chunk, chunk_rows = [], 0
       if progress:
         progress(done, total)
   return done
 
 
-def _score_chunk(model, params, plan, chunk, root, option_ids, results, length_step, pack_rows):
+def _score_chunk(model, params, plan, chunk, root, option_ids, results, length_step, pack_rows, put):
   start = len(plan.root)
   # Without group prefixes the chunk is the one group that shares only the root: its rows
   # all read root row 0.
@@ -233,7 +235,7 @@ def _score_chunk(model, params, plan, chunk, root, option_ids, results, length_s
     width = _bucket(max(len(g.prefix) for g in chunk), length_step)
     ids, mask, _ = _pad_rows([g.prefix for g in chunk], len(chunk), width)
     positions = np.broadcast_to(np.arange(start, start + width, dtype=np.int32), ids.shape)
-    context = _context_pass(model, params, ids, mask, positions, root)
+    context = _context_pass(model, params, put.put(ids), put.put(mask), put.put(positions), root)
   rows = [(c, row) for c, g in enumerate(chunk) for row in g.rows]
   rows.sort(key=lambda r: -sum(len(s.tokens) for s in r[1]))   # similar lengths share a batch
   # Batches of nearly equal size (not full batches and a small remainder): a pass over a
@@ -244,12 +246,12 @@ def _score_chunk(model, params, plan, chunk, root, option_ids, results, length_s
   done = 0
   for b in range(0, len(rows), size):
     done += _score_rows(model, params, rows[b:b + size], starts, context, option_ids, results,
-                        length_step)
+                        length_step, put)
   return done
 
 
 def _score_rows(model, params, batch, starts, context, option_ids, results,
-                length_step: int) -> int:
+                length_step: int, put: placement.Placement) -> int:
   """Scores a batch of (chunk group, suffix row); `starts[c]`: the first position after group
   c's prefix."""
   rows = len(batch)
@@ -275,9 +277,11 @@ def _score_rows(model, params, batch, starts, context, option_ids, results,
   flat = [p for row_prompts in prompts for p in row_prompts]
   cand_ids, cand_valid = _candidates([option_ids[i] if i is not None else [(0,)] for i in flat],
                                      rows * reads)
-  out = np.asarray(_score_suffix_rows(model, params, arrays["ids"], arrays["mask"],
-                                      arrays["segments"], arrays["positions"], read_at, context,
-                                      row_group, cand_ids, cand_valid)).reshape(rows * reads, -1)
+  ids, mask, segments, positions, read_at, row_group, cand_ids, cand_valid = map(put.put, (
+      arrays["ids"], arrays["mask"], arrays["segments"], arrays["positions"], read_at, row_group,
+      cand_ids, cand_valid))
+  out = put.get(_score_suffix_rows(model, params, ids, mask, segments, positions, read_at, context,
+                                   row_group, cand_ids, cand_valid)).reshape(rows * reads, -1)
   for r, i in enumerate(flat):
     if i is not None:
       results[i] = _to_scores(out[r], len(option_ids[i]))

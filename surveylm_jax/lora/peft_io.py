@@ -16,6 +16,7 @@ modules_to_save, trained biases, per-module ranks, partial layers, other adapter
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -26,6 +27,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 
+from surveylm_jax import paths
 from surveylm_jax.lora.core import (TARGET_MODULES, LoraConfig, LoraError, factor_shapes,
                                     iter_modules, kernel_of)
 from surveylm_jax.models.safetensors_io import SafetensorsError, SafetensorsFile, write_safetensors
@@ -79,18 +81,21 @@ _UNSUPPORTED: Dict[str, Tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def _read_config(adapter_dir: str) -> dict:
-  if not os.path.isdir(adapter_dir):
+def _listing(folder: paths.epath.Path) -> str:
+  return ", ".join(sorted(p.name for p in folder.iterdir()))
+
+
+def _read_config(adapter_dir: paths.epath.Path) -> dict:
+  if not adapter_dir.is_dir():
     raise PeftAdapterError(f"{adapter_dir}: adapter folder does not exist")
-  path = os.path.join(adapter_dir, CONFIG_FILE)
-  if not os.path.exists(path):
+  path = adapter_dir / CONFIG_FILE
+  if not path.exists():
     raise PeftAdapterError(f"{adapter_dir}: missing {CONFIG_FILE} (found: "
-                           f"{', '.join(sorted(os.listdir(adapter_dir))) or 'nothing'})")
-  with open(path, encoding="utf-8") as f:
-    try:
-      config = json.load(f)
-    except json.JSONDecodeError as e:
-      raise PeftAdapterError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")
+                           f"{_listing(adapter_dir) or 'nothing'})")
+  try:
+    config = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise PeftAdapterError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")
   if not isinstance(config, dict):
     raise PeftAdapterError(f"{path}: expected a JSON object")
   peft_type = config.get("peft_type")
@@ -107,29 +112,29 @@ def _read_config(adapter_dir: str) -> dict:
   return config
 
 
-def _read_tensors(adapter_dir: str) -> Tuple[str, Dict[str, np.ndarray]]:
-  st_path = os.path.join(adapter_dir, SAFETENSORS_FILE)
-  bin_path = os.path.join(adapter_dir, BIN_FILE)
-  if os.path.exists(st_path):
+def _read_tensors(adapter_dir: paths.epath.Path) -> Tuple[str, Dict[str, np.ndarray]]:
+  st_path, bin_path = adapter_dir / SAFETENSORS_FILE, adapter_dir / BIN_FILE
+  if st_path.exists():
     try:
       st = SafetensorsFile(st_path)
-      return st_path, {name: st.get(name) for name in st.names()}
+      return os.fspath(st_path), {name: st.get(name) for name in st.names()}
     except SafetensorsError as e:
       raise PeftAdapterError(str(e))
-  if os.path.exists(bin_path):
+  if bin_path.exists():
     try:
       import torch  # noqa: PLC0415 -- only the legacy pickle format needs torch
     except ImportError:
       raise PeftAdapterError(f"{bin_path}: reading .bin adapters needs torch; install it or "
                              f"convert the adapter to {SAFETENSORS_FILE}")
     try:
-      state = torch.load(bin_path, map_location="cpu", weights_only=True)
+      # From bytes, not a name: the adapter may sit on gs:// (adapters are small).
+      state = torch.load(io.BytesIO(bin_path.read_bytes()), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- torch raises many types for a bad pickle
       raise PeftAdapterError(f"{bin_path}: cannot read ({type(e).__name__}: {e})")
-    return bin_path, {k: v.detach().float().numpy() if v.dtype == torch.bfloat16
+    return os.fspath(bin_path), {k: v.detach().float().numpy() if v.dtype == torch.bfloat16
                       else v.detach().numpy() for k, v in state.items()}
   raise PeftAdapterError(f"{adapter_dir}: missing adapter weights: expected {SAFETENSORS_FILE} "
-                         f"or {BIN_FILE} (found: {', '.join(sorted(os.listdir(adapter_dir)))})")
+                         f"or {BIN_FILE} (found: {_listing(adapter_dir)})")
 
 
 def _group_by_module(where: str, tensors: Dict[str, np.ndarray],
@@ -158,7 +163,7 @@ def _group_by_module(where: str, tensors: Dict[str, np.ndarray],
   return grouped
 
 
-def _check_declared_targets(adapter_dir: str, declared, grouped) -> None:
+def _check_declared_targets(adapter_dir: paths.epath.Path, declared, grouped) -> None:
   """Modules the config declares but the weights lack would otherwise load as a partial adapter.
 
   A list names modules by suffix, "all-linear" means every projection; a regex string cannot be
@@ -173,12 +178,12 @@ def _check_declared_targets(adapter_dir: str, declared, grouped) -> None:
   lacking = sorted(expected - set(grouped), key=list(TARGET_MODULES).index)
   if lacking:
     raise PeftAdapterError(
-        f"{os.path.join(adapter_dir, CONFIG_FILE)}: target_modules includes "
+        f"{adapter_dir / CONFIG_FILE}: target_modules includes "
         f"{', '.join(lacking)}, but the adapter weights hold no tensors for "
         f"{'it' if len(lacking) == 1 else 'them'} (found: {', '.join(grouped)})")
 
 
-def load_peft(adapter_dir: str, params, *, dtype=jnp.float32,
+def load_peft(adapter_dir: paths.PathLike, params, *, dtype=jnp.float32,
               dropout: Optional[float] = None) -> Tuple[dict, LoraConfig]:
   """Reads a PEFT LoRA folder into `(lora_params, cfg)` for the base model whose params are given.
 
@@ -186,6 +191,7 @@ def load_peft(adapter_dir: str, params, *, dtype=jnp.float32,
   base kernel's in/out sizes; all violations are listed in one error. `dropout` overrides the
   file's `lora_dropout` (it only matters for further training).
   """
+  adapter_dir = paths.as_path(adapter_dir)   # local or gs://
   config = _read_config(adapter_dir)
   where, tensors = _read_tensors(adapter_dir)
   grouped = _group_by_module(where, tensors, params)
@@ -261,7 +267,7 @@ def peft_tensors(lora_params, cfg: LoraConfig, dtype=None) -> Dict[str, np.ndarr
 _NP_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 
 
-def save_peft(adapter_dir: str, lora_params, cfg: LoraConfig, *,
+def save_peft(adapter_dir: paths.PathLike, lora_params, cfg: LoraConfig, *,
               base_model_name_or_path: Optional[str] = None, dtype: Optional[str] = None) -> None:
   """Writes `adapter_config.json` + `adapter_model.safetensors` exactly as `peft` lays them out,
   so `peft.PeftModel.from_pretrained(base, adapter_dir)` (or vLLM) loads them unchanged.
@@ -293,7 +299,6 @@ def save_peft(adapter_dir: str, lora_params, cfg: LoraConfig, *,
       "inference_mode": True,
       "revision": None,
   }
-  os.makedirs(adapter_dir, exist_ok=True)
-  write_safetensors(os.path.join(adapter_dir, SAFETENSORS_FILE), sorted(tensors.items()))
-  with open(os.path.join(adapter_dir, CONFIG_FILE), "w", encoding="utf-8") as f:
-    json.dump(config, f, indent=2)
+  adapter_dir = paths.makedirs(adapter_dir)
+  write_safetensors(adapter_dir / SAFETENSORS_FILE, sorted(tensors.items()))
+  (adapter_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))

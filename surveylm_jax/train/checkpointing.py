@@ -9,13 +9,14 @@ holding an incompatible run is reported in plain words instead of failing inside
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, Optional
 
 import grain
 import grain.checkpoint  # noqa: F401  (registers grain's orbax handler)
 import jax
 import orbax.checkpoint as ocp
+
+from surveylm_jax import paths
 
 # Config fields that change the shapes or meaning of what is saved: resuming across a change of
 # any of them is refused.
@@ -47,8 +48,11 @@ def _normalise(value):
 
 
 class Checkpointer:
-  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
-    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+  def __init__(self, workdir: paths.PathLike, *, keep: int = 3, async_save: bool = True):
+    # An epath Path: orbax writes local folders and gs:// (through tensorstore) alike. A local
+    # workdir is made absolute as before; a gs:// one stays a URI (os.path.abspath would turn
+    # it into <cwd>/gs:/...).
+    self.directory = paths.absolute(paths.join(workdir, "checkpoints"))
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
     self.manager = ocp.CheckpointManager(self.directory, options=options)

@@ -17,6 +17,8 @@ from surveylm_jax.data import read_alignsurvey
 from surveylm_jax.data.grain_pipeline import PipelineConfig, build_dataset, pipeline_counts
 from surveylm_jax.data.packing import BATCH_KEYS, batch_shapes
 from surveylm_jax.data.question_catalog import QuestionCatalog
+from surveylm_jax.models.hf_io import TOKENIZER_FILES
+from surveylm_jax.paths import local_copy
 
 
 def read_records(paths: str, lenient: bool, max_records: int, tfds_dirs=("", ""),
@@ -54,7 +56,9 @@ class TrainData:
     import transformers
     self.config = config
     self.tokenizer_path = config.model.tokenizer or config.model.path
-    self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.tokenizer_path)
+    # transformers reads local folders only: a gs:// one is fetched (tokenizer files only)
+    with local_copy(self.tokenizer_path, names=TOKENIZER_FILES) as tokenizer_dir:
+      self.tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
     if not config.data.train:
       raise ConfigError("config.data.train is empty: name the AlignSurvey training file(s)")
     tfds_dirs = (config.data.tfds_data_dir, config.data.tfds_manual_dir)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from typing import Dict, Optional
 
@@ -18,7 +17,7 @@ import jax
 import optax
 
 from surveylm_jax import lora as lora_lib
-from surveylm_jax import models, multihost, sharding
+from surveylm_jax import models, multihost, paths, sharding
 from surveylm_jax.train import checkpointing, loss_positions, lower_cache, setup
 from surveylm_jax.train import data as train_data
 from surveylm_jax.train.metrics_log import MetricsLogger
@@ -37,11 +36,10 @@ def _host_metrics(metrics) -> Dict[str, float]:
 
 def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
   sharding.initialize_distributed()
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   config_dict = json.loads(config.to_json_best_effort())
   if multihost.is_writer():
-    with open(os.path.join(workdir, "config.json"), "w", encoding="utf-8") as f:
-      json.dump(config_dict, f, indent=2)
+    paths.write_text(paths.join(workdir, "config.json"), json.dumps(config_dict, indent=2))
 
   # ---------------------------------------------------------------- mesh
   mesh = sharding.make_mesh(config.mesh.to_dict())
@@ -186,10 +184,10 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, float]:
     keep_base = bool(config.lora.init_from) and config.lora.stacking == "merge_then_fresh"
     merged_base = multihost.host_copy(frozen) if keep_base else None
     if multihost.is_writer():
-      lora_lib.save_peft(os.path.join(workdir, "adapter"), adapter, lcfg,
+      lora_lib.save_peft(paths.join(workdir, "adapter"), adapter, lcfg,
                          base_model_name_or_path=config.model.path)
       if merged_base is not None:
-        models.save_pretrained(os.path.join(workdir, "merged_base"), model, merged_base,
+        models.save_pretrained(paths.join(workdir, "merged_base"), model, merged_base,
                                tokenizer_from=data.tokenizer_path)
   return final
 

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Dict, Optional
 
-from surveylm_jax import multihost
+from surveylm_jax import multihost, paths
 
 
 def _plain(value):
@@ -32,11 +32,13 @@ class MetricsLogger:
     self._jsonl = None
     self._tb = None
     if self.active:
-      os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8")
+      paths.makedirs(workdir)
+      # Appends locally; on gs:// (no append there) rewrites the object, at most every 30 s.
+      self._jsonl = paths.AppendFile(paths.join(workdir, "metrics.jsonl"))
       if tensorboard:
         from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+        # tensorboardX writes gs:// itself (google-cloud-storage); a str, not an epath.
+        self._tb = SummaryWriter(os.fspath(paths.join(workdir, "tensorboard")))
 
   def write(self, step: int, metrics: Dict[str, float], prefix: str = "") -> None:
     if not self.active:

@@ -15,7 +15,6 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from surveylm_jax import lora as lora_lib
 from surveylm_jax import models, sharding
-from surveylm_jax.models import hf_io
 from surveylm_jax.train import losses, optimizer as optimizer_lib
 from surveylm_jax.train.step import StepFns, TrainState, eval_step, train_step
 
@@ -50,9 +49,9 @@ def load_params(config, model: models.Transformer, mesh, rules):
       return model.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, 4), jnp.int32))["params"]
     params, _ = sharding.create_sharded(init, mesh, rules)
     return params, shardings
+  # Each process reads only the slices its devices own (models/sharded_loading.py).
   tensors = models.safetensors_io.CheckpointTensors(config.model.path)
-  host = hf_io.params_from_tensors(tensors, model.config, where=config.model.path)
-  return jax.device_put(host, shardings), shardings
+  return models.load_params(tensors, model.config, shardings, where=config.model.path), shardings
 
 
 def lora_shardings(model, lora_params_shape, mesh, rules):

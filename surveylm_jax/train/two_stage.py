@@ -10,7 +10,13 @@ import os
 
 import ml_collections
 
+from surveylm_jax import paths
 from surveylm_jax.train import loop
+
+
+def _under(folder, *parts: str) -> str:
+  # Config fields hold strings; epath joins keep a `gs://` workdir a URI.
+  return os.fspath(paths.join(folder, *parts))
 
 
 def _apply(target: ml_collections.ConfigDict, changes: ml_collections.ConfigDict, where: str):
@@ -35,20 +41,20 @@ def stage_config(config, name: str) -> ml_collections.ConfigDict:
   return out
 
 
-def run(config, workdir: str) -> dict:
-  stage1_dir, stage2_dir = os.path.join(workdir, "stage1"), os.path.join(workdir, "stage2")
+def run(config, workdir: paths.PathLike) -> dict:
+  stage1_dir, stage2_dir = _under(workdir, "stage1"), _under(workdir, "stage2")
   s1 = stage_config(config, "stage1")
   print(f"== Stage I: {s1.data.train}", flush=True)
   loop.train_and_evaluate(s1, stage1_dir)
   s2 = stage_config(config, "stage2")
-  s2.lora.init_from = os.path.join(stage1_dir, "adapter")
+  s2.lora.init_from = _under(stage1_dir, "adapter")
   print(f"== Stage II ({s2.lora.stacking} from {s2.lora.init_from}): {s2.data.train}", flush=True)
   metrics = loop.train_and_evaluate(s2, stage2_dir)
   if s2.eval.data:
     from surveylm_jax.eval import runner
-    s2.eval.adapter = os.path.join(stage2_dir, "adapter")
+    s2.eval.adapter = _under(stage2_dir, "adapter")
     if s2.lora.stacking == "merge_then_fresh":
-      s2.model.path = os.path.join(stage2_dir, "merged_base")
+      s2.model.path = _under(stage2_dir, "merged_base")
     print("== Evaluation", flush=True)
     metrics["eval"] = runner.evaluate(s2, stage2_dir)
   return metrics

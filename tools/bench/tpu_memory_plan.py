@@ -1,6 +1,8 @@
-"""Memory plan for real TPU slices, made on a CPU: the train step for 7B/8B shapes is compiled
-ahead of time (abstract shapes, no weights) for v5e-8, v5p-8 and v6e-8 meshes, and per-chip
-memory and compiled FLOPs are read from the executable.
+"""Memory plan for real TPU slices, made on a CPU: the train step and the evaluation programs
+(option scoring; greedy generation = prefill + decode loop with its KV cache) for 7B/8B shapes
+are compiled ahead of time (abstract shapes, no weights) for v5e-8, v5p-8 and v6e-8 meshes, and
+per-chip memory and compiled FLOPs are read from the executables. Evaluation shards the params
+and spreads the rows exactly as `eval.runner` does on the same mesh.
 
 Plans: the two target models at `--rows_per_chip` rows of `--seq_len` tokens, and the SurveyLM
 recipe (configs/surveylm_qwen25_7b.py; both stages share its batch) exactly as configured.
@@ -10,14 +12,14 @@ JAX_PLATFORMS=cpu python -m tools.bench.tpu_memory_plan --plans=surveylm-qwen2.5
 (needs requirements-tpu.txt: the libtpu wheel jax's `jax[tpu]` extra pins)
 """
 import json
-import os
 import time
 
 import ml_collections
 from absl import app, flags, logging
 
 from configs import base, surveylm_qwen25_7b
-from surveylm_jax import models
+from surveylm_jax import models, paths
+from surveylm_jax.inference import aot as eval_aot
 from surveylm_jax.train import aot
 
 _OUT = flags.DEFINE_string("out", "runs/bench/tpu_memory_plan.json", "JSON output.")
@@ -26,6 +28,10 @@ _ROWS_PER_CHIP = flags.DEFINE_integer("rows_per_chip", 1, "Batch rows per chip."
 _PLANS = flags.DEFINE_list("plans", ["qwen2.5-7b", "llama-3.1-8b", "surveylm-qwen2.5-7b"],
                            "Models, and the SurveyLM recipe, to plan.")
 _SLICES = flags.DEFINE_list("slices", ["v5e-8", "v5p-8", "v6e-8"], "TPU slices to plan for.")
+_PROGRAMS = flags.DEFINE_list("programs", ["train", "score", "generate"],
+                              "train step, option scoring, generation.")
+_EVAL_ROWS_PER_CHIP = flags.DEFINE_integer("eval_rows_per_chip", 2, "Evaluation rows per chip.")
+_NEW_TOKENS = flags.DEFINE_integer("new_tokens", 512, "Generated tokens (task 3's default limit).")
 
 # Published HF config.json values of the two target models.
 MODELS = {
@@ -74,6 +80,21 @@ def plan(name: str, chips: int):
   return plan_config(MODELS[name]), MODELS[name], _ROWS_PER_CHIP.value * chips, _SEQ.value
 
 
+def compile_program(program: str, config, devices, model: dict, batch_rows: int, seq_len: int):
+  """(compiled executable, rows, FLOPs per call) of one program on `devices`."""
+  cfg = models.config_from_hf_dict(model, param_dtype="bfloat16")
+  if program == "train":
+    compiled = aot.compile_train_step(config, devices, batch_rows=batch_rows, seq_len=seq_len)
+    return compiled, batch_rows, models.flops.train_step_flops(cfg, batch_rows * seq_len, seq_len, lora=True)
+  rows = _EVAL_ROWS_PER_CHIP.value * len(devices)
+  if program == "score":
+    return eval_aot.compile_scoring(config, devices, rows=rows, seq_len=seq_len), rows, None
+  if program == "generate":
+    return (eval_aot.compile_generation(config, devices, rows=rows, prompt_len=seq_len,
+                                        new_tokens=_NEW_TOKENS.value), rows, None)
+  raise ValueError(f"unknown program {program!r}; valid: train, score, generate")
+
+
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
@@ -83,27 +104,30 @@ def main(argv):
       topology, hbm_gib = SLICES[slice_name]
       devices = aot.topology_devices(topology)
       config, model, batch_rows, seq_len = plan(model_name, len(devices))
-      start = time.time()
-      try:
-        compiled = aot.compile_train_step(config, devices, batch_rows=batch_rows, seq_len=seq_len)
-        s = aot.summarize(compiled)
-        cfg = models.config_from_hf_dict(model, param_dtype="bfloat16")
-        s["flops"] = models.flops.train_step_flops(cfg, batch_rows * seq_len, seq_len, lora=True)
-        s.update(fits=s["peak_bytes_estimate"] <= hbm_gib * 2 ** 30)
-      except Exception as e:  # noqa: BLE001 - a slice that cannot hold the step is a result too
-        s = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
-      s.update(model=model_name, slice=slice_name, chips=len(devices), hbm_gib=hbm_gib,
-               seq_len=seq_len, batch_rows=batch_rows, microbatches=config.train.microbatches,
-               compile_seconds=round(time.time() - start, 1))
-      rows.append(s)
-      peak = s.get("peak_bytes_estimate")
-      print(f"{model_name:19s} {slice_name:6s} chips={len(devices)} rows={batch_rows} "
-            f"microbatches={config.train.microbatches} "
-            + (f"peak/chip={peak / 2**30:6.2f} GiB of {hbm_gib} GiB "
-               f"flops/step={s['flops']:.3e}" if peak else s.get("error", "")), flush=True)
-  os.makedirs(os.path.dirname(_OUT.value) or ".", exist_ok=True)
-  with open(_OUT.value, "w", encoding="utf-8") as f:
-    json.dump(rows, f, indent=2)
+      for program in _PROGRAMS.value:
+        start = time.time()
+        n_rows = batch_rows
+        try:
+          compiled, n_rows, flops = compile_program(program, config, devices, model, batch_rows, seq_len)
+          s = aot.summarize(compiled)
+          if flops is not None:
+            s["flops"] = flops
+          s.update(fits=s["peak_bytes_estimate"] <= hbm_gib * 2 ** 30)
+        except Exception as e:  # noqa: BLE001 - a slice that cannot hold the program is a result too
+          s = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+        s.update(model=model_name, slice=slice_name, program=program, chips=len(devices),
+                 hbm_gib=hbm_gib, seq_len=seq_len, batch_rows=n_rows,
+                 new_tokens=_NEW_TOKENS.value if program == "generate" else None,
+                 microbatches=config.train.microbatches if program == "train" else None,
+                 compile_seconds=round(time.time() - start, 1))
+        rows.append(s)
+        peak = s.get("peak_bytes_estimate")
+        print(f"{model_name:19s} {slice_name:6s} {program:8s} chips={len(devices)} rows={n_rows} "
+              + (f"peak/chip={peak / 2**30:6.2f} GiB of {hbm_gib} GiB" if peak else s.get("error", "")),
+              flush=True)
+  out = paths.as_path(_OUT.value)
+  paths.makedirs(out.parent)
+  paths.write_text(out, json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":
