@@ -27,23 +27,12 @@ __all__ = ["CheckpointError", "DictTensors", "TOKENIZER_FILES", "copy_tokenizer"
            "save_pretrained", "tensors_from_params"]
 
 _NP_DTYPES = sharded_loading.NP_DTYPES
+_get, _set = sharded_loading.tree_get, sharded_loading.tree_set
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "generation_config.json", "chat_template.jinja", "vocab.json", "merges.txt",
                    "tokenizer.model", "added_tokens.json")
 # Without one of these a folder has no tokenizer `transformers` can build.
 _TOKENIZER_CORE = ("tokenizer.json", "vocab.json", "tokenizer.model")
-
-
-def _get(tree: dict, path):
-  for key in path:
-    tree = tree[key]
-  return tree
-
-
-def _set(tree: dict, path, value):
-  for key in path[:-1]:
-    tree = tree.setdefault(key, {})
-  tree[path[-1]] = value
 
 
 def _check_dtype(dtype: str):

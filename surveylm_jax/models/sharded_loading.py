@@ -30,13 +30,13 @@ from surveylm_jax.models.transformer import logical_axes
 NP_DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 
 
-def _get(tree, path):
+def tree_get(tree, path):
   for key in path:
     tree = tree[key]
   return tree
 
 
-def _set(tree: dict, path, value):
+def tree_set(tree: dict, path, value):
   for key in path[:-1]:
     tree = tree.setdefault(key, {})
   tree[path[-1]] = value
@@ -93,15 +93,15 @@ def load_params(tensors, cfg: ModelConfig, shardings=None, *, where: str = "chec
   for spec in hf_layout.TOP_TENSORS:
     if spec.when(cfg):
       shape = spec.our_shape(cfg)
-      sharding = _get(shardings, spec.path) if shardings is not None else default
-      _set(params, spec.path, make_sharded_array(
+      sharding = tree_get(shardings, spec.path) if shardings is not None else default
+      tree_set(params, spec.path, make_sharded_array(
           shape, sharding, _shard_reader(tensors, spec, cfg, False, shape, dtype)))
   layers: dict = {}
   for spec in hf_layout.LAYER_TENSORS:
     if spec.when(cfg):
       shape = (cfg.num_hidden_layers,) + spec.our_shape(cfg)
-      sharding = _get(shardings["layers"], spec.path) if shardings is not None else default
-      _set(layers, spec.path, make_sharded_array(
+      sharding = tree_get(shardings["layers"], spec.path) if shardings is not None else default
+      tree_set(layers, spec.path, make_sharded_array(
           shape, sharding, _shard_reader(tensors, spec, cfg, True, shape, dtype)))
   params["layers"] = layers
   return params
