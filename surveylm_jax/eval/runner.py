@@ -69,7 +69,8 @@ def load_model(config, where: placement.Placement | None = None):
   from surveylm_jax.models import hf_io
   where = where if where is not None else eval_placement(config)
   if config.model.random_init:
-    cfg = models.config_from_hf_dict(dict(config.model.random_init))
+    cfg = models.config_from_hf_dict(dict(config.model.random_init), param_dtype=config.model.dtype,
+                                     dtype=config.model.compute_dtype)
     model = models.Transformer(cfg)
     key = jax.random.PRNGKey(config.seed)
     if where.mesh is None:
