@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import uuid
 from typing import Dict, Iterator, Optional, Tuple
 
 import jax
@@ -138,13 +137,13 @@ def save_pretrained(path: paths.PathLike, model: Transformer, params, *,
   if dtype is not None:
     _check_dtype(dtype)
   folder = paths.as_path(path)
-  folder.mkdir(parents=True, exist_ok=True)
+  paths.makedirs(folder)   # locally; an object store has no folders to make
   # The tokenizer goes first: a bad source fails before gigabytes of weights are written.
   if tokenizer_from:
     copy_tokenizer(tokenizer_from, folder)
   hf = cfg.to_hf_dict()
   hf["torch_dtype"] = hf["dtype"] = dtype or cfg.param_dtype
-  _write_text(folder / "config.json", json.dumps(hf, indent=2))
+  paths.write_atomic(folder / "config.json", json.dumps(hf, indent=2))
   write_sharded(folder, tensors_from_params(jax.device_get(params), cfg, dtype), max_shard_bytes)
 
 
@@ -168,9 +167,7 @@ def copy_tokenizer(source: paths.PathLike, folder: paths.PathLike) -> None:
   for name in present:
     target = folder / name
     if os.fspath(src / name) != os.fspath(target):
-      tmp = folder / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
-      (src / name).copy(tmp, overwrite=True)
-      tmp.replace(target)
+      paths.write_atomic(target, (src / name).read_bytes())
 
 
 def _save_hub_tokenizer(name: str, folder) -> None:
@@ -183,12 +180,6 @@ def _save_hub_tokenizer(name: str, folder) -> None:
   with tempfile.TemporaryDirectory() as local:
     tokenizer.save_pretrained(local)
     copy_tokenizer(local, folder)
-
-
-def _write_text(path, text: str) -> None:
-  tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-  tmp.write_text(text, encoding="utf-8")
-  tmp.replace(path)
 
 
 class DictTensors:
