@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.dtype = "float32"              # param dtype: float32 | bfloat16
   c.model.compute_dtype = "float32"      # matmul dtype: float32 | bfloat16
   c.model.remat_policy = "none"          # none | full | dots_saveable | ...
+  c.model.attention = "xla"              # xla | splash (TPU) | cudnn (GPU) | auto
   c.model.random_init = ml_collections.ConfigDict()   # empty = load c.model.path
   c.model.tokenizer = ""                 # default: c.model.path
 

@@ -70,7 +70,8 @@ def load_model(config, where: placement.Placement | None = None):
   where = where if where is not None else eval_placement(config)
   if config.model.random_init:
     cfg = models.config_from_hf_dict(dict(config.model.random_init), param_dtype=config.model.dtype,
-                                     dtype=config.model.compute_dtype)
+                                     dtype=config.model.compute_dtype,
+                                     attention=config.model.attention)
     model = models.Transformer(cfg)
     key = jax.random.PRNGKey(config.seed)
     if where.mesh is None:
@@ -82,7 +83,8 @@ def load_model(config, where: placement.Placement | None = None):
     # On a mesh each process reads only the slices its devices own (models/sharded_loading.py).
     mesh_args = {} if where.mesh is None else {"mesh": where.mesh, "rules": where.rules}
     model, params = models.load_pretrained(config.model.path, dtype=config.model.dtype,
-                                           compute_dtype=config.model.compute_dtype, **mesh_args)
+                                           compute_dtype=config.model.compute_dtype,
+                                           attention=config.model.attention, **mesh_args)
   with paths.local_copy(config.model.tokenizer or config.model.path,
                         names=hf_io.TOKENIZER_FILES) as tokenizer_dir:   # transformers reads local folders
     tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)

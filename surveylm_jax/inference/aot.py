@@ -21,7 +21,8 @@ def _abstract_setup(config, devices: Sequence):
   mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
   rules = sharding.rules_tuple(config.sharding_rules)
   cfg = models.config_from_hf_dict(dict(config.model.random_init), param_dtype=config.model.dtype,
-                                   dtype=config.model.compute_dtype)
+                                   dtype=config.model.compute_dtype,
+                                   attention=config.model.attention)
   model = models.Transformer(cfg)
   shardings = models.param_shardings(model, mesh, rules)
   abstract = jax.tree_util.tree_map(

@@ -17,6 +17,7 @@ from surveylm_jax import paths
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama", "mistral")
 SUPPORTED_ROPE_TYPES = ("default", "llama3", "linear")
 SUPPORTED_DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION_IMPLEMENTATIONS = ("xla", "splash", "cudnn", "auto")
 
 
 class ModelConfigError(ValueError):
@@ -61,6 +62,9 @@ class ModelConfig:
   param_dtype: str = "float32"
   dtype: str = "float32"
   remat_policy: str = "none"            # none | full | dots_saveable | nothing_saveable
+  # Attention implementation (models.attention): xla | splash | cudnn | auto (the best one the
+  # backend and the pass allow; unsupported cases fall back to xla with a logged reason).
+  attention: str = "xla"
 
   def __post_init__(self):
     if self.param_dtype not in SUPPORTED_DTYPES or self.dtype not in SUPPORTED_DTYPES:
@@ -71,6 +75,9 @@ class ModelConfig:
       raise ModelConfigError(
           f"num_attention_heads={self.num_attention_heads} is not a multiple of "
           f"num_key_value_heads={self.num_key_value_heads}")
+    if self.attention not in ATTENTION_IMPLEMENTATIONS:
+      raise ModelConfigError(f"unknown attention {self.attention!r}; valid: "
+                             f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
     if self.sliding_windows and len(self.sliding_windows) != self.num_hidden_layers:
       raise ModelConfigError("sliding_windows must have one entry per layer")
 

@@ -22,7 +22,8 @@ from surveylm_jax.train.step import StepFns, TrainState, eval_step, train_step
 def model_config(config) -> models.ModelConfig:
   """The architecture: from `model.random_init` (an HF-style dict) or the HF folder."""
   overrides = dict(param_dtype=config.model.dtype, dtype=config.model.compute_dtype,
-                   remat_policy=config.model.remat_policy)
+                   remat_policy=config.model.remat_policy,
+                   attention=config.model.attention)
   if config.model.random_init and len(config.model.random_init):
     return models.config_from_hf_dict(dict(config.model.random_init.to_dict()),
                                       where="config.model.random_init", **overrides)
