@@ -22,7 +22,9 @@ def _abstract_setup(config, devices: Sequence):
   rules = sharding.rules_tuple(config.sharding_rules)
   cfg = models.config_from_hf_dict(dict(config.model.random_init), param_dtype=config.model.dtype,
                                    dtype=config.model.compute_dtype,
-                                   attention=config.model.attention)
+                                   attention=config.model.attention,
+                                   # traced for the devices' kind (fused attention kernels)
+                                   attention_platform=devices[0].platform)
   model = models.Transformer(cfg)
   shardings = models.param_shardings(model, mesh, rules)
   abstract = jax.tree_util.tree_map(
@@ -45,7 +47,8 @@ def compile_scoring(config, devices: Sequence, *, rows: int, seq_len: int, optio
   args = (_spec((rows, seq_len), i32, where), _spec((rows, seq_len), i32, where),
           _spec((rows,), i32, where), _spec((rows, options, variants), i32, where),
           _spec((rows, options, variants), jnp.bool_, where))
-  return scoring._score_full.lower(model, params, *args).compile()   # pylint: disable=protected-access
+  with where.context():
+    return scoring._score_full.lower(model, params, *args).compile()   # pylint: disable=protected-access
 
 
 def compile_generation(config, devices: Sequence, *, rows: int, prompt_len: int, new_tokens: int):
@@ -53,6 +56,7 @@ def compile_generation(config, devices: Sequence, *, rows: int, prompt_len: int,
   model, params, where = _abstract_setup(config, devices)
   rng = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=NamedSharding(where.mesh, PartitionSpec()))
   ids = _spec((rows, prompt_len), jnp.int32, where)
-  return _generate.lower(
-      model, params, ids, ids, rng, max_new_tokens=new_tokens, temperature=0.0, top_k=0, top_p=1.0,
-      eos_ids=tuple(model.config.eos_token_ids), pad_id=0).compile()
+  with where.context():
+    return _generate.lower(
+        model, params, ids, ids, rng, max_new_tokens=new_tokens, temperature=0.0, top_k=0,
+        top_p=1.0, eos_ids=tuple(model.config.eos_token_ids), pad_id=0).compile()

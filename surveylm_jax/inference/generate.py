@@ -154,10 +154,11 @@ def generate(model: Transformer, params, input_ids, attention_mask=None, *,
         eos_ids[0] if eos_ids else 0)
   put = placement.of(params)   # rows over the mesh's batch axes when params are on a mesh
   rng = put.put(np.asarray(jax.random.PRNGKey(seed)), batch=False)
-  new = _generate(model, params, put.put(input_ids), put.put(attention_mask),
-                  rng, max_new_tokens=int(max_new_tokens),
-                  temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                  eos_ids=eos_ids, pad_id=int(pad_token_id))
+  with put.context():
+    new = _generate(model, params, put.put(input_ids), put.put(attention_mask),
+                    rng, max_new_tokens=int(max_new_tokens),
+                    temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+                    eos_ids=eos_ids, pad_id=int(pad_token_id))
   new = put.get(new)
   if not return_prompt:
     return new

@@ -16,6 +16,8 @@ spans processes:
 """
 from __future__ import annotations
 
+import contextlib
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -29,6 +31,10 @@ class Placement:
   """One device (or whatever jax's default placement does): host arrays in, numpy out."""
 
   mesh = None
+
+  def context(self):
+    """The context programs for this placement are traced in (a mesh: see MeshPlacement)."""
+    return contextlib.nullcontext()
 
   def put(self, x, batch: bool = True):
     del batch
@@ -51,6 +57,11 @@ class MeshPlacement(Placement):
     if batch and shape and self.batch_shards > 1 and shape[0] % self.batch_shards == 0:
       return NamedSharding(self.mesh, PartitionSpec(self.batch_axes, *([None] * (len(shape) - 1))))
     return NamedSharding(self.mesh, PartitionSpec())
+
+  def context(self):
+    """Traced under the mesh, so a kernel XLA cannot partition (Pallas splash attention) is run
+    per device through shard_map over it."""
+    return self.mesh
 
   def put(self, x, batch: bool = True):
     x = np.asarray(x)

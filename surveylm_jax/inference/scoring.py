@@ -181,26 +181,27 @@ def score_options(model: Transformer, params, prompt_ids: Sequence[Sequence[int]
   results: list = [None] * n
   done = 0
   put = placement.of(params)   # where batches go and how results come back (one device or a mesh)
-  if prefix_keys is None or all(k is None for k in prefix_keys):
-    order = sorted(range(n), key=lambda i: len(prompt_ids[i]))
-    for start in range(0, n, batch_size):
-      idx = order[start:start + batch_size]
-      rows = _pow2(len(idx), batch_size)
-      ids, mask, last = _pad_rows([prompt_ids[i] for i in idx], rows,
-                                  _bucket(max(len(prompt_ids[i]) for i in idx), length_step))
-      cand_ids, cand_valid = _candidates([option_ids[i] for i in idx], rows)
-      out = put.get(_score_full(model, params, *map(put.put, (ids, mask, last, cand_ids, cand_valid))))
-      for r, i in enumerate(idx):
-        results[i] = _to_scores(out[r], len(option_ids[i]))
-      done += len(idx)
-      if progress:
-        progress(done, n)
-    return results
+  with put.context():
+    if prefix_keys is None or all(k is None for k in prefix_keys):
+      order = sorted(range(n), key=lambda i: len(prompt_ids[i]))
+      for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        rows = _pow2(len(idx), batch_size)
+        ids, mask, last = _pad_rows([prompt_ids[i] for i in idx], rows,
+                                    _bucket(max(len(prompt_ids[i]) for i in idx), length_step))
+        cand_ids, cand_valid = _candidates([option_ids[i] for i in idx], rows)
+        out = put.get(_score_full(model, params, *map(put.put, (ids, mask, last, cand_ids, cand_valid))))
+        for r, i in enumerate(idx):
+          results[i] = _to_scores(out[r], len(option_ids[i]))
+        done += len(idx)
+        if progress:
+          progress(done, n)
+      return results
 
-  plan = prefix_plan.make_plan(prompt_ids, prefix_keys, pack_length)
-  _score_plan(model, params, plan, option_ids, results, length_step=length_step,
-              pack_rows=pack_rows, progress=progress, total=n, put=put)
-  return results
+    plan = prefix_plan.make_plan(prompt_ids, prefix_keys, pack_length)
+    _score_plan(model, params, plan, option_ids, results, length_step=length_step,
+                pack_rows=pack_rows, progress=progress, total=n, put=put)
+    return results
 
 
 def _score_plan(model, params, plan: prefix_plan.Plan, option_ids, results, *, length_step: int,

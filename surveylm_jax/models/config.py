@@ -65,6 +65,10 @@ class ModelConfig:
   # Attention implementation (models.attention): xla | splash | cudnn | auto (the best one the
   # backend and the pass allow; unsupported cases fall back to xla with a logged reason).
   attention: str = "xla"
+  # The device kind attention is compiled for ("tpu", "gpu", "cpu"; "" = the default backend).
+  # Set by ahead-of-time compilation for other devices; part of the config, so a program traced
+  # for one kind is never reused for another.
+  attention_platform: str = ""
 
   def __post_init__(self):
     if self.param_dtype not in SUPPORTED_DTYPES or self.dtype not in SUPPORTED_DTYPES:

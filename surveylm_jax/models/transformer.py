@@ -26,13 +26,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from surveylm_jax.models import attention as attention_lib
 from surveylm_jax.models.config import ModelConfig
 from surveylm_jax.models.layers import (RMSNorm, apply_rope, jnp_dtype, projection,
                                         rope_inv_freq)
 
-# Large negative (not -inf) so a query row with no visible key (a left-pad position) gives a
-# finite uniform softmax instead of NaN.
-_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 # Stand-in window for full-attention layers, so windows can be one scanned int array.
 _NO_WINDOW = 2 ** 30
 
@@ -70,60 +68,18 @@ class KVContext(NamedTuple):
                      jnp.concatenate([self.mask, later.mask], axis=1))
 
 
-class Visibility(NamedTuple):
-  """Which keys each query of a pass may read, built once per pass rather than once per layer.
-
-  visible: [B, Tq, S] causality, padding, packed segments and context slots -- everything but
-  the sliding window, which differs per layer and is applied from the positions.
-  """
-  visible: jax.Array
-  q_positions: jax.Array       # [B or 1, Tq]
-  k_positions: jax.Array       # [B or 1, S]
-
-
-def full_pass_visibility(position_ids, attention_mask, segment_ids=None, prefix_segment_ids=None,
-                         query_index=None, context: Optional[KVContext] = None) -> Visibility:
-  """The key visibility of a full (non-decode) pass; queries at `query_index` [B, R] if given.
-
-  A query reads keys at or before its row slot, not padding, of its own segment or its prefix
-  segment, and every real context slot. The window is measured in positions, so a question
-  packed after others is as far from its prefix as in its own prompt."""
-  length = position_ids.shape[1]
-  take = ((lambda a: a) if query_index is None
-          else (lambda a: jnp.take_along_axis(a, query_index, axis=1)))
-  q_slots = jnp.arange(length)[None] if query_index is None else query_index
-  k_slots = jnp.arange(length)
-  visible = ((k_slots[None, None, :] <= q_slots[:, :, None])
-             & attention_mask[:, None, :].astype(bool))
-  if segment_ids is not None:
-    q_segments = take(segment_ids)
-    same = q_segments[:, :, None] == segment_ids[:, None, :]
-    if prefix_segment_ids is not None:
-      q_prefix = take(prefix_segment_ids)
-      same = same | ((q_prefix[:, :, None] == segment_ids[:, None, :])
-                     & (q_prefix[:, :, None] != 0))
-    visible = visible & same
-  k_positions = position_ids
-  if context is not None:
-    slots = context.mask[:, None, :].astype(bool)
-    visible = jnp.concatenate(
-        [jnp.broadcast_to(slots, (visible.shape[0], visible.shape[1], slots.shape[2])), visible],
-        axis=2)
-    k_positions = jnp.concatenate([context.positions, position_ids], axis=1)
-  return Visibility(visible, take(position_ids), k_positions)
-
-
 class Attention(nn.Module):
   config: ModelConfig
   decode: bool = False
   lora_scale: float = 1.0
   lora_dropout: float = 0.0
   deterministic: bool = True
+  kernel: object = None         # a `models.attention` implementation (full passes); None = xla
 
   @nn.compact
-  def __call__(self, x, positions, window, visibility=None, key_mask=None, query_index=None,
+  def __call__(self, x, positions, window, masks=None, key_mask=None, query_index=None,
                context_kv=None):
-    """Full passes: `visibility` from `full_pass_visibility`; `query_index` [B, R] computes
+    """Full passes: `masks` from the kernel's `prepare`; `query_index` [B, R] computes
     queries only at these row slots (keys and values over the whole row; output [B, R, E]);
     `context_kv` (keys, values) [B, S, kv, d]: earlier tokens every query may read, in front of
     this pass's keys. Decode: `key_mask` over the cache slots. Returns (output, (k, v) of this
@@ -151,7 +107,7 @@ class Attention(nn.Module):
     k = apply_rope(k, positions, inv_freq)
     own_kv = (k, v)
 
-    batch, length = q.shape[0], q.shape[1]
+    length = q.shape[1]
     if self.decode:
       initialised = self.has_variable("cache", "cached_key")
       cached_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
@@ -170,28 +126,13 @@ class Attention(nn.Module):
       # counts slots.
       q_slots = (offset + jnp.arange(length))[None]
       k_slots = jnp.arange(k.shape[1])[None]
-      visibility = Visibility((k_slots[:, None, :] <= q_slots[:, :, None])
-                              & key_mask[:, None, :].astype(bool), q_slots, k_slots)
-    elif context_kv is not None:
-      k = jnp.concatenate([context_kv[0].astype(k.dtype), k], axis=1)
-      v = jnp.concatenate([context_kv[1].astype(v.dtype), v], axis=1)
-
-    visible = visibility.visible
-    if cfg.uses_sliding_window:
-      visible = visible & (visibility.q_positions[:, :, None]
-                           - visibility.k_positions[:, None, :] < window)
-    # Query heads of one key/value head side by side as rows of one matrix per (batch, kv head):
-    # two plain batched matmuls, and scores in the order they produce ([b, kv, t, group, s]),
-    # which the softmax and the second product read without transposing the largest array.
-    groups = h // kv
-    qg = jnp.transpose(q.reshape(batch, length, kv, groups, d), (0, 2, 1, 3, 4))
-    qg = qg.reshape(batch, kv, length * groups, d)
-    scores = jnp.einsum("bkqd,bskd->bkqs", qg, k, preferred_element_type=jnp.float32)
-    scores = scores.reshape(batch, kv, length, groups, -1) * (d ** -0.5)
-    scores = jnp.where(visible[:, None, :, None, :], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype).reshape(batch, kv, length * groups, -1)
-    out = jnp.einsum("bkqs,bskd->bkqd", probs, v).reshape(batch, kv, length, groups, d)
-    out = jnp.transpose(out, (0, 2, 1, 3, 4)).reshape(batch, length, h, d)
+      visibility = attention_lib.Visibility((k_slots[:, None, :] <= q_slots[:, :, None])
+                                            & key_mask[:, None, :].astype(bool), q_slots, k_slots)
+      kernel = attention_lib.XlaAttention(sliding_window=cfg.uses_sliding_window)
+      out = kernel(q, k, v, visibility, window)
+    else:
+      kernel = self.kernel or attention_lib.XlaAttention(sliding_window=cfg.uses_sliding_window)
+      out = kernel(q, k, v, masks, window, context_kv)
     out = proj((cfg.hidden_size,), ("heads", "head_dim", "embed"), "o_proj", in_axes=2)(out)
     return out, own_kv
 
@@ -219,9 +160,10 @@ class DecoderLayer(nn.Module):
   lora_scale: float = 1.0
   lora_dropout: float = 0.0
   deterministic: bool = True
+  kernel: object = None       # the pass's attention implementation (models.attention)
 
   @nn.compact
-  def __call__(self, x, window, context_kv, positions, visibility, key_mask, query_index=None):
+  def __call__(self, x, window, context_kv, positions, masks, key_mask, query_index=None):
     """(x after the layer, (None, kv)); with `query_index` [B, R]: (x unchanged, (the layer's
     output at those row slots only [B, R, E], kv)) -- the last layer of a stack whose logits
     are read at a few positions needs no output anywhere else. kv: this layer's keys and
@@ -230,8 +172,8 @@ class DecoderLayer(nn.Module):
     lora = dict(lora_scale=self.lora_scale, lora_dropout=self.lora_dropout,
                 deterministic=self.deterministic)
     h = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype, name="input_layernorm")(x)
-    attn, kv = Attention(cfg, decode=self.decode, name="self_attn", **lora)(
-        h, positions, window, visibility, key_mask, query_index, context_kv)
+    attn, kv = Attention(cfg, decode=self.decode, kernel=self.kernel, name="self_attn", **lora)(
+        h, positions, window, masks, key_mask, query_index, context_kv)
     y = x if query_index is None else jnp.take_along_axis(x, query_index[..., None], axis=1)
     y = y + attn
     h = RMSNorm(cfg.rms_norm_eps, "embed", cfg.dtype, cfg.param_dtype,
@@ -333,14 +275,22 @@ class Transformer(nn.Module):
         metadata_params={nn.PARTITION_NAME: "layers"},
     )
     context_kv = None if context is None else (context.keys, context.values)
-    # Built once here, not in every layer: the largest elementwise work of a pass after the
-    # scores themselves.
-    visibility = None if decode else full_pass_visibility(
-        position_ids, attention_mask, segment_ids, prefix_segment_ids, query_index, context)
+    # One attention implementation per pass (static shapes decide), its masks built once here,
+    # not in every layer: the largest elementwise work of a pass after the scores themselves.
+    kernel = masks = None
+    if not decode:
+      kernel = attention_lib.select(
+          cfg, length=length, context_length=0 if context is None else context.keys.shape[2],
+          prefix=prefix_segment_ids is not None, query_index=query_index is not None)
+      masks = kernel.prepare(attention_lib.PassInputs(
+          position_ids, attention_mask, segment_ids, prefix_segment_ids, query_index,
+          None if context is None else context.positions,
+          None if context is None else context.mask))
     x, (at_queries, kv) = stack(cfg, decode=decode, keep_kv=return_kv, lora_scale=self.lora_scale,
                                 lora_dropout=self.lora_dropout, deterministic=deterministic,
-                                name="layers")(x, windows, context_kv, position_ids, visibility,
-                                               attention_mask, query_index)
+                                kernel=kernel, name="layers")(
+                                    x, windows, context_kv, position_ids, masks, attention_mask,
+                                    query_index)
     own = KVContext(kv[0], kv[1], position_ids, attention_mask) if return_kv else None
     with_kv = (lambda out: (out, own)) if return_kv else (lambda out: out)
     if return_residual:
@@ -372,8 +322,15 @@ class LMHead(nn.Module):
                       (cfg.hidden_size, cfg.vocab_size), jnp_dtype(cfg.param_dtype))
 
 
+def _for_init(model: Transformer) -> Transformer:
+  # Param shapes do not depend on the attention kernel; a 4-token dummy pass is no fused
+  # kernel's business (and would log a fallback).
+  return model.clone(config=model.config.replace(attention="xla"))
+
+
 def init_params(model: Transformer, rng, *, boxed: bool = False):
   """Random params (tests and tiny configs). `boxed=True` keeps the logical-axis metadata."""
+  model = _for_init(model)
   dummy = jnp.zeros((1, 4), jnp.int32)
   variables = model.init(rng, dummy)
   params = variables["params"]
@@ -382,6 +339,7 @@ def init_params(model: Transformer, rng, *, boxed: bool = False):
 
 def abstract_params(model: Transformer):
   """Shapes and logical-axis metadata of the params, without allocating them."""
+  model = _for_init(model)
   return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.int32)))[
       "params"]
 
@@ -394,6 +352,7 @@ def logical_axes(model: Transformer):
 def init_cache(model: Transformer, batch_size: int, max_length: int):
   """An empty KV cache for `max_length` slots (prompt + new tokens)."""
   ids = jnp.zeros((batch_size, max_length), jnp.int32)
+  model = _for_init(model)
   shapes = jax.eval_shape(lambda: model.init(
       jax.random.PRNGKey(0), ids, attention_mask=jnp.ones_like(ids),
       position_ids=jnp.zeros_like(ids), decode=True))["cache"]

@@ -33,7 +33,9 @@ def compile_train_step(config, devices: Sequence, *, batch_rows: int, seq_len: i
   executable (use `.memory_analysis()` and `.cost_analysis()`)."""
   mesh = sharding.make_mesh(config.mesh.to_dict(), devices)
   rules = config.sharding_rules
-  model = models.Transformer(setup.model_config(config))
+  # Traced for the devices' kind (a fused attention kernel picks its TPU/GPU form).
+  model = models.Transformer(setup.model_config(config).replace(
+      attention_platform=devices[0].platform))
   fns = setup.make_step_fns(config, model, total_steps=max(int(config.train.steps), 1))
   with setup.rules_context(config, mesh):
     abstract_params = jax.tree_util.tree_map(

@@ -10,7 +10,6 @@ from typing import Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from surveylm_jax import lora as lora_lib
@@ -47,7 +46,7 @@ def load_params(config, model: models.Transformer, mesh, rules):
   shardings = param_shardings(model, mesh, rules)
   if config.model.random_init and len(config.model.random_init):
     def init():
-      return model.init(jax.random.PRNGKey(config.seed), jnp.zeros((1, 4), jnp.int32))["params"]
+      return models.init_params(model, jax.random.PRNGKey(config.seed), boxed=True)
     params, _ = sharding.create_sharded(init, mesh, rules)
     return params, shardings
   # Each process reads only the slices its devices own (models/sharded_loading.py).

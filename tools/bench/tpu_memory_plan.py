@@ -9,8 +9,11 @@ recipe (configs/surveylm_qwen25_7b.py; both stages share its batch) exactly as c
 
 JAX_PLATFORMS=cpu python -m tools.bench.tpu_memory_plan --out runs/bench/tpu_memory_plan.json
 JAX_PLATFORMS=cpu python -m tools.bench.tpu_memory_plan --plans=surveylm-qwen2.5-7b --slices=v5e-8
+JAX_PLATFORMS=cpu python -m tools.bench.tpu_memory_plan --plans=qwen2.5-7b,llama-3.1-8b \
+    --slices=v5e-8,v6e-8 --programs=train --attention=xla,splash --seq_lens=2048,8192
 (needs requirements-tpu.txt: the libtpu wheel jax's `jax[tpu]` extra pins)
 """
+import itertools
 import json
 import time
 
@@ -32,6 +35,9 @@ _PROGRAMS = flags.DEFINE_list("programs", ["train", "score", "generate"],
                               "train step, option scoring, generation.")
 _EVAL_ROWS_PER_CHIP = flags.DEFINE_integer("eval_rows_per_chip", 2, "Evaluation rows per chip.")
 _NEW_TOKENS = flags.DEFINE_integer("new_tokens", 512, "Generated tokens (task 3's default limit).")
+_ATTENTION = flags.DEFINE_list("attention", ["xla"],
+                               "config.model.attention values to plan (xla, splash, ...).")
+_SEQ_LENS = flags.DEFINE_list("seq_lens", [], "Several sequence lengths (overrides --seq_len).")
 
 # Published HF config.json values of the two target models.
 MODELS = {
@@ -55,7 +61,7 @@ def plan_config(model: dict) -> ml_collections.ConfigDict:
   c = base.get_config()
   c.model.random_init = ml_collections.ConfigDict(model)
   c.model.dtype = c.model.compute_dtype = "bfloat16"
-  c.model.remat_policy = "full"   # keep only layer inputs; attention is not a fused kernel here
+  c.model.remat_policy = "full"   # keep only layer inputs
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor = 1, -1, 1
   return c
 
@@ -70,14 +76,14 @@ def recipe_config() -> ml_collections.ConfigDict:
   return c
 
 
-def plan(name: str, chips: int):
+def plan(name: str, chips: int, seq_len: int):
   """(config, HF model dict, global batch rows, sequence length) of a plan on `chips` chips."""
   if name == RECIPE:
     c = recipe_config()
     return c, MODELS["qwen2.5-7b"], c.data.batch_size, c.data.seq_len
   if name not in MODELS:
     raise ValueError(f"unknown plan {name!r}; valid: {', '.join([*MODELS, RECIPE])}")
-  return plan_config(MODELS[name]), MODELS[name], _ROWS_PER_CHIP.value * chips, _SEQ.value
+  return plan_config(MODELS[name]), MODELS[name], _ROWS_PER_CHIP.value * chips, seq_len
 
 
 def compile_program(program: str, config, devices, model: dict, batch_rows: int, seq_len: int):
@@ -103,8 +109,10 @@ def main(argv):
     for slice_name in _SLICES.value:
       topology, hbm_gib = SLICES[slice_name]
       devices = aot.topology_devices(topology)
-      config, model, batch_rows, seq_len = plan(model_name, len(devices))
-      for program in _PROGRAMS.value:
+      for seq, attention, program in itertools.product(
+          [int(n) for n in _SEQ_LENS.value] or [_SEQ.value], _ATTENTION.value, _PROGRAMS.value):
+        config, model, batch_rows, seq_len = plan(model_name, len(devices), seq)
+        config.model.attention = attention
         start = time.time()
         n_rows = batch_rows
         try:
@@ -116,13 +124,15 @@ def main(argv):
         except Exception as e:  # noqa: BLE001 - a slice that cannot hold the program is a result too
           s = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
         s.update(model=model_name, slice=slice_name, program=program, chips=len(devices),
+                 attention=attention,
                  hbm_gib=hbm_gib, seq_len=seq_len, batch_rows=n_rows,
                  new_tokens=_NEW_TOKENS.value if program == "generate" else None,
                  microbatches=config.train.microbatches if program == "train" else None,
                  compile_seconds=round(time.time() - start, 1))
         rows.append(s)
         peak = s.get("peak_bytes_estimate")
-        print(f"{model_name:19s} {slice_name:6s} {program:8s} chips={len(devices)} rows={n_rows} "
+        print(f"{model_name:19s} {slice_name:6s} {program:8s} {attention:6s} seq={seq_len} "
+              f"chips={len(devices)} rows={n_rows} "
               + (f"peak/chip={peak / 2**30:6.2f} GiB of {hbm_gib} GiB" if peak else s.get("error", "")),
               flush=True)
   out = paths.as_path(_OUT.value)
