@@ -153,7 +153,8 @@ def test_splash_falls_back_to_xla_with_a_logged_reason(case, kwargs, reason, cap
 def test_window_rules_and_cudnn_off_gpu(caplog):
   """A window every layer shares is one static kernel mask; windows that differ per layer, a
   window with shared-prefix segments, and cuDNN off a GPU fall back to xla with the reason."""
-  mistral = models.config_from_hf_dict(FAMILIES["mistral_sliding_window"])
+  mistral = models.config_from_hf_dict(dict(FAMILIES["mistral_sliding_window"],
+                                             num_hidden_layers=2))
   assert attention.select(mistral.replace(attention="splash"), length=T).window == 40
   # A window longer than the pass changes nothing: no window in the kernel.
   assert attention.select(mistral.replace(attention="splash"), length=T,
