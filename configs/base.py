@@ -3,6 +3,7 @@ changes only what differs; every field can be overridden on the command line
 (`--config.train.lr=3e-4`)."""
 import ml_collections
 
+from surveylm_jax import compile_cache
 from surveylm_jax.extensions import ExperimentConfig
 
 
@@ -14,6 +15,16 @@ def get_config() -> ml_collections.ConfigDict:
   # metrics and prompt languages (README, "Extending"), e.g.
   #   --config.extra_modules=my_pkg.losses --config.loss.letter_entropy=0.1
   c.extra_modules = ()
+  # Compiled programs reused across runs (jax's persistent compilation cache,
+  # surveylm_jax/compile_cache.py): every launch/ main turns it on before its first compile, so a
+  # second evaluation or training run of the same shapes loads XLA's executables instead of
+  # compiling them. "" = off. Default: $SURVEYLM_COMPILE_CACHE if set, else
+  # ~/.cache/surveylm_jax/xla ($XDG_CACHE_HOME honoured); `gs://...` works too.
+  c.compile_cache = ml_collections.ConfigDict()
+  c.compile_cache.dir = compile_cache.default_folder()
+  # Programs that compile faster are not written: on a CPU a cache read costs ~20 ms, as much as
+  # compiling the smallest programs (jax's own default, 1 s, would skip some 0.7 s scoring programs).
+  c.compile_cache.min_compile_secs = 0.2
 
   # Model: an HF folder, or a random tiny model when `random_init` holds an HF-style config dict.
   c.model = ml_collections.ConfigDict()

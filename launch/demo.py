@@ -15,7 +15,7 @@ import time
 from absl import flags, logging
 from ml_collections import config_flags
 
-from surveylm_jax import cli, extensions, paths
+from surveylm_jax import cli, compile_cache, extensions, paths
 from surveylm_jax.train import two_stage
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/demo.py", "Demo config file.",
@@ -68,6 +68,8 @@ def _cached_eval(path: str):
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  compile_cache.enable(_CONFIG.value.compile_cache.dir,   # before the first compile
+                       min_compile_secs=_CONFIG.value.compile_cache.min_compile_secs)
   extensions.load(_CONFIG.value)   # config.extra_modules, then registry names checked
   from surveylm_jax.eval import comparison, runner
   config, workdir = _CONFIG.value, _WORKDIR.value

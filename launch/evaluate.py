@@ -12,7 +12,7 @@ Read-outs, baselines, metrics and prompt languages of a researcher's own module 
 from absl import flags
 from ml_collections import config_flags
 
-from surveylm_jax import cli, extensions, paths
+from surveylm_jax import cli, compile_cache, extensions, paths
 
 _CONFIG = config_flags.DEFINE_config_file("config", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where eval/ (metrics, predictions, report) goes.",
@@ -22,6 +22,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where eval/ (metrics, predictio
 def main(argv):
   del argv
   paths.check_writable(_WORKDIR.value, "workdir")   # a bad location fails now, not after training
+  compile_cache.enable(_CONFIG.value.compile_cache.dir,   # before the first compile
+                       min_compile_secs=_CONFIG.value.compile_cache.min_compile_secs)
   extensions.load(_CONFIG.value)   # config.extra_modules, then registry names checked
   from surveylm_jax.eval import runner
   result = runner.evaluate(_CONFIG.value, _WORKDIR.value)

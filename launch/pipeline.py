@@ -7,7 +7,7 @@ See `surveylm_jax.train.two_stage` for the config layout (`stage1` / `stage2` se
 from absl import flags, logging
 from ml_collections import config_flags
 
-from surveylm_jax import cli, extensions, paths
+from surveylm_jax import cli, compile_cache, extensions, paths
 from surveylm_jax.train import two_stage
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Pipeline config file.",
@@ -20,6 +20,8 @@ def main(argv):
   del argv
   paths.check_writable(_WORKDIR.value, "workdir")   # a bad location fails now, not after training
   logging.set_verbosity(logging.WARNING)
+  compile_cache.enable(_CONFIG.value.compile_cache.dir,   # before the first compile
+                       min_compile_secs=_CONFIG.value.compile_cache.min_compile_secs)
   extensions.load(_CONFIG.value)   # config.extra_modules, then registry names checked
   two_stage.run(_CONFIG.value, _WORKDIR.value)
 

@@ -11,7 +11,7 @@ python -m launch.train --config=configs/tiny.py --workdir=runs/tiny \
 from absl import flags, logging
 from ml_collections import config_flags
 
-from surveylm_jax import cli, extensions, paths
+from surveylm_jax import cli, compile_cache, extensions, paths
 from surveylm_jax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -24,6 +24,8 @@ def main(argv):
   del argv
   paths.check_writable(_WORKDIR.value, "workdir")   # a bad location fails now, not after training
   logging.set_verbosity(logging.WARNING)   # orbax logs every file rename at INFO
+  compile_cache.enable(_CONFIG.value.compile_cache.dir,   # before the first compile
+                       min_compile_secs=_CONFIG.value.compile_cache.min_compile_secs)
   extensions.load(_CONFIG.value)   # config.extra_modules, then registry names checked
   loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

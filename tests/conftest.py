@@ -1,11 +1,19 @@
 """Shared fixtures. The suite runs on the CPU; the SmolLM2 checkpoint is built by `make checkpoint`."""
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The config's default compile cache (surveylm_jax/compile_cache.py) is the user's home; the suite
+# and every command it starts use a folder of their own, removed at the end (each pytest worker
+# process makes its own). Set unconditionally: a test run never writes into the user's cache.
+os.environ["SURVEYLM_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="surveylm-compile-cache-")
+atexit.register(shutil.rmtree, os.environ["SURVEYLM_COMPILE_CACHE"], ignore_errors=True)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOLLM2 = os.path.join(REPO, "checkpoints", "smollm2-135m-instruct")
