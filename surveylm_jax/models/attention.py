@@ -121,6 +121,9 @@ class XlaAttention:
       k = jnp.concatenate([context_kv[0].astype(k.dtype), k], axis=1)
       v = jnp.concatenate([context_kv[1].astype(v.dtype), v], axis=1)
     visible = _windowed(visibility, window) if self.sliding_window else visibility.visible
+    return self._attend(q, k, v, visible)
+
+  def _attend(self, q, k, v, visible):
     return dense_attention(q, k, v, visible)
 
 
@@ -147,11 +150,7 @@ class CudnnAttention(XlaAttention):
   """cuDNN's fused attention (GPU) with the pass's visibility (and window) as a boolean mask."""
   name: str = "cudnn"
 
-  def __call__(self, q, k, v, visibility: Visibility, window, context_kv=None):
-    if context_kv is not None:
-      k = jnp.concatenate([context_kv[0].astype(k.dtype), k], axis=1)
-      v = jnp.concatenate([context_kv[1].astype(v.dtype), v], axis=1)
-    visible = _windowed(visibility, window) if self.sliding_window else visibility.visible
+  def _attend(self, q, k, v, visible):
     return jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype),
                                         mask=visible[:, None], implementation="cudnn")
 
@@ -215,13 +214,12 @@ class SplashAttention:
     # [B, KV, G, T, D]: one kernel call per (row, kv head) reads its G query heads (MQA form).
     qg = jnp.transpose(q.reshape(batch, length, kv, groups, d), (0, 2, 3, 1, 4)) * (d ** -0.5)
     heads_first = lambda a: jnp.transpose(a, (0, 2, 1, 3))          # [B, S, KV, D] -> [B, KV, S, D]
+    kh, vh = heads_first(k), heads_first(v)
     parts = [_Part(_splash_kernel(groups, length, length, "causal", self.window, self.interpret),
-                   heads_first(k), heads_first(v), masks.own, masks.own,
-                   jnp.ones_like(masks.own, bool))]
+                   kh, vh, masks.own, masks.own, jnp.ones_like(masks.own, bool))]
     if masks.prefix is not None:
       parts.append(_Part(_splash_kernel(groups, length, length, "causal", None, self.interpret),
-                         heads_first(k), heads_first(v), masks.prefix, masks.own,
-                         masks.prefix_active))
+                         kh, vh, masks.prefix, masks.own, masks.prefix_active))
     if masks.context_kv is not None:
       ck, cv = (heads_first(a.astype(k.dtype)) for a in context_kv)
       parts.append(_Part(_splash_kernel(groups, length, ck.shape[2], "full", None, self.interpret),
