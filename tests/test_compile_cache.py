@@ -43,7 +43,9 @@ def _run(folders, **env):
                         env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu", **env),
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stderr
+  # The announcement goes to stdout (stderr is kept for one-line errors): return stdout's other lines.
+  lines = proc.stdout.strip().splitlines()
+  return json.loads(lines[-1]), "\n".join(lines[:-1])
 
 
 def _entries(folder):
@@ -52,11 +54,11 @@ def _entries(folder):
 
 def test_first_process_writes_second_process_loads(tmp_path):
   folder = str(tmp_path / "cache")
-  (first,), stderr = _run([folder])
+  (first,), announced = _run([folder])
   written = _entries(folder)
   assert first == {"used": folder, "hits": 0, "misses": 1, "jax_dir": folder}
   assert len(written) == 1 and written[0].startswith("jit__lambda-"), written
-  assert stderr.count(f"compiled programs are cached in {folder}") == 1, stderr
+  assert announced.count(f"compiled programs are cached in {folder}") == 1, announced
 
   (second,), _ = _run([folder])
   assert second == {"used": folder, "hits": 1, "misses": 0, "jax_dir": folder}
@@ -65,14 +67,14 @@ def test_first_process_writes_second_process_loads(tmp_path):
 
 def test_same_folder_twice_other_folder_and_off(tmp_path):
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
-  steps, stderr = _run([a, a, b, ""])
+  steps, announced = _run([a, a, b, ""])
   assert [s["used"] for s in steps] == [a, a, b, None]
   assert [s["jax_dir"] for s in steps] == [a, a, b, None]
   assert [s["misses"] for s in steps] == [1, 1, 1, 0]   # off: no cache read or written
   # Two programs in `a`; the third in `b` (jax had opened `a`: the switch reopened the cache);
   # nothing from the fourth.
   assert len(_entries(a)) == 2 and len(_entries(b)) == 1, (_entries(a), _entries(b))
-  assert stderr.count(f"cached in {a} ") == 1 and stderr.count(f"cached in {b} ") == 1, stderr
+  assert announced.count(f"cached in {a} ") == 1 and announced.count(f"cached in {b} ") == 1, announced
 
 
 def test_off_and_unwritable_folder_leave_jax_alone(tmp_path, capsys):
@@ -82,7 +84,7 @@ def test_off_and_unwritable_folder_leave_jax_alone(tmp_path, capsys):
   blocker = tmp_path / "a_file"
   blocker.write_text("x")
   assert compile_cache.enable(str(blocker / "cache")) is None   # a file where a folder should be
-  assert "compile cache off" in capsys.readouterr().err
+  assert "compile cache off" in capsys.readouterr().out
   assert jax.config.jax_compilation_cache_dir == before
 
 
@@ -137,7 +139,7 @@ def test_launch_evaluate_turns_it_on_from_the_config_default(tmp_path):
                          SURVEYLM_COMPILE_CACHE=str(folder)),
       capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2 and "no_such_module_here" in proc.stderr, proc.stderr[-3000:]
-  assert f"compiled programs are cached in {folder} " in proc.stderr, proc.stderr[-3000:]
+  assert f"compiled programs are cached in {folder} " in proc.stdout, proc.stdout[-3000:]
   assert folder.is_dir()
 
 
