@@ -137,6 +137,12 @@ class Attention(nn.Module):
     return out, own_kv
 
 
+# silu(gate) * up, recomputed in the backward pass instead of stored: the product and silu's own
+# intermediates are [tokens, intermediate] each, and recomputing them is one elementwise pass
+# (measured on SmolLM2's LoRA step on CPU: temporaries 1108 -> 838 MiB, the step 9% faster).
+_gated = jax.checkpoint(lambda gate, up: nn.silu(gate) * up)
+
+
 class MLP(nn.Module):
   config: ModelConfig
   lora_scale: float = 1.0
@@ -150,7 +156,7 @@ class MLP(nn.Module):
                              lora_dropout=self.lora_dropout, deterministic=self.deterministic)
     gate = proj((cfg.intermediate_size,), ("embed", "mlp"), "gate_proj")(x)
     up = proj((cfg.intermediate_size,), ("embed", "mlp"), "up_proj")(x)
-    return proj((cfg.hidden_size,), ("mlp", "embed"), "down_proj")(nn.silu(gate) * up)
+    return proj((cfg.hidden_size,), ("mlp", "embed"), "down_proj")(_gated(gate, up))
 
 
 class DecoderLayer(nn.Module):

@@ -8,6 +8,10 @@ python -m tools.bench.bench_train_step --out runs/bench/train_step.json
 `--top-layers N --loss-positions R` measure the survey-training setting on both sides: adapters
 on the top N layers only (PEFT `layers_to_transform`; neither side runs a backward pass below
 them) and logits at R positions per row (transformers `logits_to_keep`), the loss on those.
+
+Each side's forward pass alone (the loss value on the same batch, no gradients: jitted in JAX,
+`torch.no_grad` in PyTorch) is timed in the same rounds, so the cost of the backward pass is
+reported as (step - forward) / forward.
 """
 import argparse
 import json
@@ -41,8 +45,9 @@ def _batch(tokenizer_vocab: int, rows: int, seq: int, loss_positions: int = 0):
 
 
 def jax_step(model_path: str, batch: dict, lr: float, top_layers: int = 0,
-             loss_positions: int = 0):
-  """(run_one_step, analytic flops per step) for the real jitted train step on one device."""
+             loss_positions: int = 0, with_forward: bool = False):
+  """(run_one_step, analytic flops per step) for the real jitted train step on one device; with
+  `with_forward`, also a run of the forward pass alone (the loss value, no gradients)."""
   import jax
   from configs import base
   from surveylm_jax import lora as lora_lib
@@ -69,6 +74,10 @@ def jax_step(model_path: str, batch: dict, lr: float, top_layers: int = 0,
     device_batch = sharding.shard_host_batch(batch, mesh)
     rng = jax.random.PRNGKey(1)
     compiled = step.lower(state, params, device_batch, rng).compile()
+    # The step's own forward (the same model, LoRA and loss functions), without the gradient.
+    forward = jax.jit(lambda trainable, frozen, b: fns.loss_fn(*fns.forward(
+        trainable, frozen, b, deterministic=True))[0]).lower(
+            state.trainable, params, device_batch).compile()
   rows, seq = batch["input_ids"].shape
   flops = models.flops.train_step_flops(model.config, rows * seq, seq, lora=True)
   holder = {"state": state}
@@ -76,11 +85,15 @@ def jax_step(model_path: str, batch: dict, lr: float, top_layers: int = 0,
   def run():
     holder["state"], metrics = compiled(holder["state"], params, device_batch, rng)
     return float(metrics["loss"])
-  return run, flops
+
+  def run_forward():
+    return float(forward(holder["state"].trainable, params, device_batch))
+  return (run, flops, run_forward) if with_forward else (run, flops)
 
 
 def torch_step(model_path: str, batch: dict, lr: float, top_layers: int = 0,
                loss_positions: int = 0):
+  """(run_one_step, run_forward): PEFT's train step, and its forward + loss under no_grad."""
   import peft
   import torch
   import transformers
@@ -101,17 +114,24 @@ def torch_step(model_path: str, batch: dict, lr: float, top_layers: int = 0,
     keep = torch.arange(ids.shape[1] - loss_positions, ids.shape[1])
     targets, mask = targets[:, keep], mask[:, keep]
 
-  def run():
-    opt.zero_grad(set_to_none=True)
+  def loss_of():
     logits = model(input_ids=ids, logits_to_keep=keep).logits
     nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten(),
                                             reduction="none").view_as(mask)
-    loss = (nll * mask).sum() / mask.sum()
+    return (nll * mask).sum() / mask.sum()
+
+  def run():
+    opt.zero_grad(set_to_none=True)
+    loss = loss_of()
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
     opt.step()
     return float(loss)
-  return run
+
+  def run_forward():
+    with torch.no_grad():
+      return float(loss_of())
+  return run, run_forward
 
 
 def matmul_rate(n: int = 2048):
@@ -147,9 +167,12 @@ def main() -> None:
   args = parser.parse_args()
   _pin_threads(args.threads)
   batch = _batch(49152, args.rows, args.seq, args.loss_positions)
-  jax_run, flops = jax_step(args.model, batch, 1e-4, args.top_layers, args.loss_positions)
-  torch_run = torch_step(args.model, batch, 1e-4, args.top_layers, args.loss_positions)
-  runs = {"jax": jax_run, "torch": torch_run}
+  jax_run, flops, jax_forward = jax_step(args.model, batch, 1e-4, args.top_layers,
+                                         args.loss_positions, with_forward=True)
+  torch_run, torch_forward = torch_step(args.model, batch, 1e-4, args.top_layers,
+                                        args.loss_positions)
+  runs = {"jax": jax_run, "torch": torch_run, "jax_forward": jax_forward,
+          "torch_forward": torch_forward}
   if args.top_layers or args.loss_positions:
     flops = None     # the analytic count assumes a full backward pass and logits everywhere
     # The same JAX step with every layer training and logits everywhere, in the same rounds.
@@ -158,21 +181,27 @@ def main() -> None:
   first = {name: run() for name, run in runs.items()}   # warm-up (and compile), not timed
   times = {name: [] for name in runs}
   times["matmul"] = []
+  loads = []     # 1-minute load average after each round: other work on the machine
   for r in range(args.rounds):
     for name, run in runs.items():
       times[name].append(_time(run))
     times["matmul"].append(min(_time(mm_run) for _ in range(5)))
+    loads.append(os.getloadavg()[0])
     print(f"round {r + 1}/{args.rounds}: " + " ".join(
         f"{name} {times[name][-1]:.2f}s" for name in runs), flush=True)
   med = {k: statistics.median(v) for k, v in times.items()}
   result = {
-      "settings": vars(args), "load_avg": os.getloadavg(),
+      "settings": vars(args), "load_avg": os.getloadavg(), "load_avg_1min_per_round": loads,
       "first_step_loss": first,
       "median_seconds": med,
       "torch_over_jax": med["torch"] / med["jax"],
       "jax_step_flops": flops,
       "matmul_flops_per_s": mm_flops / med["matmul"],
   }
+  for side in ("jax", "torch"):
+    # The step minus its forward pass (the optimizer update is a small part of that).
+    result[f"{side}_backward_over_forward"] = (med[side] - med[f"{side}_forward"]) / med[
+        f"{side}_forward"]
   if "jax_plain" in med:
     result["jax_plain_over_jax"] = med["jax_plain"] / med["jax"]
   if flops:
@@ -183,7 +212,10 @@ def main() -> None:
   with open(args.out, "w", encoding="utf-8") as f:
     json.dump(result, f, indent=2)
   line = (f"JAX LoRA step {med['jax']:.2f}s, PyTorch+PEFT {med['torch']:.2f}s "
-          f"(torch/jax {result['torch_over_jax']:.2f}x)")
+          f"(torch/jax {result['torch_over_jax']:.2f}x); forward alone JAX "
+          f"{med['jax_forward']:.2f}s, PyTorch {med['torch_forward']:.2f}s (backward/forward "
+          f"JAX {result['jax_backward_over_forward']:.2f}, PyTorch "
+          f"{result['torch_backward_over_forward']:.2f})")
   if "jax_plain" in med:
     line += (f"; the plain JAX step (every layer, logits everywhere) {med['jax_plain']:.2f}s = "
              f"{result['jax_plain_over_jax']:.2f}x the time")
