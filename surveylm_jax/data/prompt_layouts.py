@@ -8,7 +8,8 @@ other English layouts are this project's translations of the Chinese ones.
 Languages are a registry: `LANGUAGES[code][kind]` is the layout of one prompt kind (the keys of
 `KINDS`) in that language. `register_language(code, layouts)` adds one, so a codebook with
 `language: CODE` converts and its files read back; a language may give only the kinds it is used
-for (task 4 needs survey_response and group_distribution). Placeholders: {year} (a sentence of
+for (task 4 needs survey_response and group_distribution), and may leave out the keys in
+`OPTIONAL_KEYS` (its prompts then cannot carry that feature). Placeholders: {year} (a sentence of
 survey_response/group_distribution intros, dropped when no year is known), {topic}, {survey},
 {field}, {question}, {answer}.
 """
@@ -17,15 +18,22 @@ from __future__ import annotations
 from surveylm_jax.data.records import STANCES
 
 # task4 individual and foundation_quan: background lines, question, lettered options.
+# The context_* keys lay out the respondent's own answers to other questions of the survey
+# (imputation prompts): a heading line, then per answer a question line and an answer line, each
+# opened by its tag. Two tagged lines per answer keep any question or answer text readable back,
+# whatever punctuation or "A. ..." text it holds.
 SURVEY_RESPONSE = {
     "zh": {"intro": "你需要模拟一位真实的问卷填写者来回答以下问题。", "background": "你的个人背景：",
            "question": "问卷问题：", "options": "选项：", "ask": "请直接输出你的答案：",
-           "background_prefix": ""},
+           "background_prefix": "",
+           "context": "你在本问卷其他问题上的回答：", "context_question": "问题：", "context_answer": "你的回答："},
     "en": {"intro": "The survey is in {year}. You need to simulate a real survey respondent answering "
                     "the following question.",
            "background": "Your personal background:", "question": "Survey question:", "options": None,
            "ask": "Please provide your answer directly.",
-           "background_prefix": "your "},   # released GSS/ATP lines read "your age: 45"
+           "background_prefix": "your ",   # released GSS/ATP lines read "your age: 45"
+           "context": "Earlier in this survey, you answered:", "context_question": "Question: ",
+           "context_answer": "Your answer: "},
 }
 
 # task4 / task3 group level: a group profile instead of one respondent's background.
@@ -89,6 +97,9 @@ KINDS = {"survey_response": SURVEY_RESPONSE, "group_distribution": GROUP_DISTRIB
 # The key whose marker tells a prompt's language when it is read back.
 MARKERS = {"survey_response": "question", "group_distribution": "question", "stance": "background",
            "role_inference": "dialogue", "interview": "history"}
+# Keys a registered language may leave out, per kind: they came after languages were registered
+# without them, and are needed only by prompts that use the feature (they go all or none).
+OPTIONAL_KEYS = {"survey_response": ("context", "context_question", "context_answer")}
 # Placeholders the readers match on: a layout without them could not be read back.
 _PLACEHOLDERS = {("stance", "ask"): "{topic}", ("role_inference", "ask"): "{field}"}
 LANGUAGES = {code: {kind: table[code] for kind, table in KINDS.items()} for code in ("zh", "en")}
@@ -103,10 +114,18 @@ def register_language(code: str, layouts: dict) -> None:
   if unknown or not layouts:
     raise ValueError(f"prompt language {code!r}: kinds {unknown or '(none)'}; valid kinds: {list(KINDS)}")
   for kind, layout in layouts.items():
-    missing = [k for k in KINDS[kind]["en"] if k not in layout]
+    optional = OPTIONAL_KEYS.get(kind, ())
+    missing = [k for k in KINDS[kind]["en"] if k not in layout and k not in optional]
     if missing:
       raise ValueError(f"prompt language {code!r}, {kind}: missing keys {missing} (see "
                        f"prompt_layouts.{kind.upper()}['en'])")
+    given = [k for k in optional if k in layout]
+    if given and len(given) < len(optional):
+      raise ValueError(f"prompt language {code!r}, {kind}: has {given} but not "
+                       f"{[k for k in optional if k not in layout]}; give all of {list(optional)} or none")
+    empty = [k for k in given if not isinstance(layout[k], str) or not layout[k].strip()]
+    if empty:  # the readers find these sections by their text
+      raise ValueError(f"prompt language {code!r}, {kind}: keys {empty} must be non-empty text")
     for (k_kind, key), placeholder in _PLACEHOLDERS.items():
       if kind == k_kind and placeholder not in layout[key]:
         raise ValueError(f"prompt language {code!r}, {kind}.{key} needs the placeholder {placeholder}")

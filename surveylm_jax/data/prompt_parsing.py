@@ -98,6 +98,30 @@ def parse_question_and_options(text: str, start: int, options_marker: str | None
   return question, tuple(options), span
 
 
+def parse_context_pairs(block: str, question_tag: str, answer_tag: str) -> tuple:
+  """(question, answer) pairs from the lines of an answers-in-context block: a line opened by
+  `question_tag`, then one opened by `answer_tag`, per pair. Each text is exactly one line, so
+  what a text says ("A. too little", "Survey question:") never changes how it is read."""
+  tags = (question_tag.rstrip(), answer_tag.rstrip())  # tolerate a missing space after the tag
+  lines = block.split("\n")
+  if not block.strip():
+    raise PromptError("instruction", "the answers-in-context section lists no answers", "missing_field")
+  if len(lines) % 2:
+    raise PromptError("instruction", f"the answers-in-context section ends with a question and no "
+                      f"answer: {lines[-1][:60]!r}", "invalid_prompt")
+  texts = []
+  for i, line in enumerate(lines):
+    tag = tags[i % 2]
+    if not line.startswith(tag):
+      raise PromptError("instruction", f"answers-in-context line {line[:60]!r} should start with {tag!r}",
+                        "invalid_prompt")
+    text = line[len(tag):].strip()
+    if not text:
+      raise PromptError("instruction", f"answers-in-context line {line!r} is empty", "missing_field")
+    texts.append(text)
+  return tuple(zip(texts[0::2], texts[1::2]))
+
+
 def check_options(options) -> None:
   if not options:
     raise PromptError("instruction", "no lettered options", "no_options")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import string
+from collections.abc import Sequence
 
 from surveylm_jax.data import prompt_layouts as layouts
 from surveylm_jax.data.option_shuffle import format_share_lines
@@ -32,14 +33,46 @@ def key_value_lines(pairs, prefix: str = "") -> str:
   return "\n".join(f"{prefix}{k}: {v}" for k, v in pairs)
 
 
-def survey_response(lang: str, year, background, question: str, labels) -> str:
-  """task 4 individual / foundation_quan prompt; `background` is [(label, text)]."""
+def context_block(lang: str, context) -> str:
+  """The "answers in context" block of a survey_response prompt: heading, then a question line and
+  an answer line per (question, answer) pair. Texts must be one line each: the reader takes one
+  line per text, which is what keeps option-like or question-like texts from being misread."""
+  lay = layouts.layout("survey_response", lang)
+  missing = [k for k in layouts.OPTIONAL_KEYS["survey_response"] if k not in lay]
+  if missing:
+    raise ValueError(f"prompt language {lang!r}: the survey_response layout has no {missing[0]!r} key, "
+                     f"needed to show answers in context (add {missing} as in "
+                     "prompt_layouts.SURVEY_RESPONSE['en'])")
+  lines = [lay["context"]]
+  for i, pair in enumerate(context):
+    if isinstance(pair, (str, bytes)) or not isinstance(pair, Sequence) or len(pair) != 2:
+      raise ValueError(f"context[{i}]: expected a (question, answer) pair, got {pair!r}")
+    for name, tag, text in (("question", lay["context_question"], pair[0]),
+                            ("answer", lay["context_answer"], pair[1])):
+      if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"context[{i}].{name}: expected non-empty text, got {text!r}")
+      if "\n" in text or "\r" in text:
+        raise ValueError(f"context[{i}].{name}: {text[:60]!r} spans several lines; context texts "
+                         "must be one line each")
+      lines.append(f"{tag}{text.strip()}")
+  return "\n".join(lines)
+
+
+def survey_response(lang: str, year, background, question: str, labels, context=()) -> str:
+  """task 4 individual / foundation_quan prompt; `background` is [(label, text)].
+
+  `context` is [(question, answer)]: the respondent's own answers to other questions of the same
+  survey, shown between background and question (imputation). With none, the prompt is exactly
+  the one written before context existed, so converted files do not change.
+  """
   lay = layouts.layout("survey_response", lang)
   prefix = lay["background_prefix"]
   options = "\n".join(o.render() for o in lettered(labels))
   options_block = options if lay["options"] is None else f"{lay['options']}\n{options}"
+  context = () if context is None else tuple(context)
+  middle = f"{context_block(lang, context)}\n\n" if context else ""
   return (f"{_intro(lay['intro'], year=year)}\n{lay['background']}\n{key_value_lines(background, prefix)}\n\n"
-          f"{lay['question']}\n{question}\n{options_block}\n\n{lay['ask']}")
+          f"{middle}{lay['question']}\n{question}\n{options_block}\n\n{lay['ask']}")
 
 
 def group_distribution(lang: str, year, group, question: str, labels) -> str:

@@ -16,8 +16,8 @@ from surveylm_jax.data.answers import answer_key, parse_option_output
 from surveylm_jax.data.errors import DataError
 from surveylm_jax.data.json_io import RawRecord
 from surveylm_jax.data.prompt_parsing import (PromptError, block_until_blank, find_marker,
-                                              parse_dict_literal, parse_distribution, parse_key_values,
-                                              parse_question_and_options)
+                                              parse_context_pairs, parse_dict_literal, parse_distribution,
+                                              parse_key_values, parse_question_and_options)
 from surveylm_jax.data.records import (DialogueRecord, GroupDistributionRecord, InterviewRecord,
                                        RecordSource, RoleInferenceRecord, StanceRecord,
                                        SurveyResponseRecord)
@@ -90,12 +90,39 @@ def parse_survey_response(raw: RawRecord, notes, task: str = "task4") -> SurveyR
   q_start = find_marker(text, layout["question"])
   bg_start = find_marker(text, layout["background"])
   bg_end = text.rfind(layout["question"])
+  cut_spans = ((bg_start, bg_end),)
+  context = _context_section(text, bg_start, bg_end, layout)
+  if context is not None:
+    # The target question is the section right after the context block: searching from the top
+    # could land on a context question that happens to quote the question marker.
+    bg_end, (ctx_start, ctx_end), pairs = context
+    q_start = find_marker(text, layout["question"], start=ctx_end)
+    cut_spans = ((bg_start, bg_end), (ctx_start, ctx_end))  # background first: prefix packing keys on it
+    common["extra"]["context_pairs"] = pairs
   background = parse_key_values(text[bg_start:bg_end].strip("\n"))
   question, options, span = parse_question_and_options(text, q_start, layout["options"])
   target_index, style = _target_index(common["output"], options)
-  return SurveyResponseRecord(**common, cut_spans=((bg_start, bg_end),), respondent_id=_respondent_id(raw),
+  return SurveyResponseRecord(**common, cut_spans=cut_spans, respondent_id=_respondent_id(raw),
                               background=background, question=question, options=options,
                               target_index=target_index, options_span=span, output_style=style)
+
+
+def _context_section(text: str, bg_start: int, question_at: int, layout):
+  """(background end, (start, end) of the context lines, pairs) when the prompt shows answers in
+  context between background and question, else None (also for a layout without context keys)."""
+  heading = layout.get("context")
+  if not heading:
+    return None
+  head_at = text.find(f"\n\n{heading}\n", bg_start)
+  if head_at < 0 or head_at >= question_at:
+    return None
+  start = head_at + len(heading) + 3
+  end = text.find("\n\n", start - 1)
+  if end < 0 or not text.startswith(layout["question"], end + 2):
+    raise PromptError("instruction", f"the {heading!r} section must end with a blank line and then "
+                      f"{layout['question']!r}", "missing_section")
+  pairs = parse_context_pairs(text[start:max(end, start)], layout["context_question"], layout["context_answer"])
+  return head_at, (start, max(end, start)), pairs
 
 
 def parse_group_distribution(raw: RawRecord, notes, task: str = "task4") -> GroupDistributionRecord:
