@@ -127,6 +127,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.baselines = ("uniform", "majority", "marginal", "logreg")   # or registered ones
   c.eval.metrics = ()                    # registered metrics (eval/extra_metrics.py) to add
   c.eval.train_data = ""                 # task-4 training records the baselines fit on
+  # Task-4 VALIDATION records (e.g. task4/individual/validation.json: training-side respondents
+  # never trained on) to fit one temperature on (eval/calibration.py); the model is then also
+  # reported temperature-scaled, as predictor "model_calibrated". Never a test file, never a test
+  # respondent (both refused). eval.max_records caps it too. "" = no calibration.
+  c.eval.calibration_data = ""
   c.eval.max_respondents = -1            # > 0: a seeded sample of test respondents (all their records)
   c.eval.group_prompts = True            # also score the group-prompt records directly
   c.eval.adapter = ""                    # a PEFT adapter folder merged into the model for eval

@@ -1,7 +1,8 @@
 """Writes an evaluation: metrics.json, predictions.jsonl, report.md and plots/*.png.
 
 The report puts the model beside the baselines in every table; plots show predicted vs human
-distributions per question and group, subgroup gaps, and calibration of the model's top answer.
+distributions per question and group, subgroup gaps, and calibration of the model's top answer
+(with `eval.calibration_data`, before and after temperature scaling: plots/reliability.png).
 """
 from __future__ import annotations
 
@@ -86,9 +87,14 @@ def markdown(result: dict, plots: list[str]) -> str:
                  f"{p['failures_by_reason']}; failures count as wrong answers.")
   if result["individual"]:
     parts += ["", "## Task 4, individual responses", "",
-              _table(["predictor", "accuracy", "macro F1", "weighted F1", "NLL", "Brier", "RPS", "parse failures"],
+              _table(["predictor", "accuracy", "macro F1", "weighted F1", "NLL", "Brier", "RPS", "ECE",
+                      "parse failures"],
                      [[n, m["accuracy"], m["macro_f1"], m["weighted_f1"], m["nll"], m["brier"], m["rps"],
-                       m["parse_failures"]] for n, m in result["individual"].items()])]
+                       m.get("ece"), m["parse_failures"]] for n, m in result["individual"].items()]),
+              "", "ECE: expected calibration error of the top answer (10 equal-width confidence bins, "
+              "|accuracy - mean confidence| weighted by the bin's share of records)."]
+  if result.get("calibration"):
+    parts += ["", calibration_markdown(result["calibration"])]
   if result.get("extra_metrics"):
     parts += ["", "## Registered metrics (config.eval.metrics)", "", _extra_metrics_table(result["extra_metrics"])]
   g = result["group"]
@@ -147,6 +153,22 @@ def markdown(result: dict, plots: list[str]) -> str:
   if plots:
     parts += ["", "## Plots", ""] + [f"![{os.path.basename(p)}](plots/{os.path.basename(p)})" for p in plots]
   return "\n".join(parts) + "\n"
+
+
+def calibration_markdown(cal: dict) -> str:
+  """The temperature, where it was fitted, and the model before/after it on the test records."""
+  lines = ["## Calibration (temperature scaling)", "",
+           f"T = {cal['temperature']:.3f}, fitted on {cal['validation_scored']} of {cal['validation_records']} "
+           f"validation records ({', '.join(cal['data'])}; never on test records) by minimising their mean "
+           f"NLL; predictor `{cal['predictor']}` is the model's distributions p^(1/T), renormalised. "
+           "T changes no top answer, so accuracy and F1 stay; group W1/(K-1) is of the aggregated members."
+           + (f" T is at the end of the searched range {list(cal['bounds'])}." if cal.get("at_bound") else ""), ""]
+  header = ["model", "accuracy", "macro F1", "NLL", "Brier", "ECE", "group W1/(K-1)"]
+  rows = [[f"{label} (test)", m["accuracy"], m["macro_f1"], m["nll"], m["brier"], m["ece"], m.get("w1_normalized")]
+          for label, m in cal["test"].items()]
+  rows += [[f"{label} (validation)", m["accuracy"], None, m["nll"], m["brier"], m["ece"], None]
+           for label, m in cal["validation"].items()]
+  return "\n".join(lines + [_table(header, rows)])
 
 
 # --- plots ---------------------------------------------------------------------------------------
@@ -371,6 +393,39 @@ def _plot_calibration(rows, path, bins: int = 10):
   return True
 
 
+def reliability_figure(curves: dict):
+  """Reliability diagram: accuracy against mean confidence per bin, one line per
+  {label: reliability bins} on the same axes, with the diagonal. Call inside `plain_text()`."""
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+  ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfectly calibrated")
+  for label, bins in curves.items():
+    if not bins:
+      continue
+    conf = [b["confidence"] for b in bins]
+    line, = ax.plot(conf, [b["accuracy"] for b in bins], "o-", label=label)
+    for b in bins:
+      ax.annotate(str(b["count"]), (b["confidence"], b["accuracy"]), fontsize=6, color=line.get_color())
+  ax.set_xlim(0, 1)
+  ax.set_ylim(0, 1)
+  ax.set_xlabel("mean probability of the top answer (bin)")
+  ax.set_ylabel("accuracy (bin)")
+  ax.set_title("Reliability, task 4 test records (counts per bin)")
+  ax.legend(fontsize=7)
+  return fig
+
+
+def _plot_reliability(cal: dict, path) -> bool:
+  t = cal["temperature"]
+  curves = {"uncalibrated": cal["test"]["uncalibrated"]["reliability"],
+            f"calibrated (T = {t:.2f})": cal["test"]["calibrated"]["reliability"]}
+  if not any(curves.values()):
+    return False
+  with plain_text():
+    _save(reliability_figure(curves), path)
+  return True
+
+
 def _jsonl(items) -> str:
   return "".join(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n" for row in items)
 
@@ -388,6 +443,8 @@ def write_report(out_dir: paths.PathLike, result: dict, rows: list, per_group: l
     plots.append(plots_dir / "subgroup_gaps.png")
   if _plot_calibration(rows, plots_dir / "calibration.png"):
     plots.append(plots_dir / "calibration.png")
+  if result.get("calibration") and _plot_reliability(result["calibration"], plots_dir / "reliability.png"):
+    plots.append(plots_dir / "reliability.png")
   plots = [os.fspath(p) for p in plots]
   written = {"metrics": paths.join(out_dir, "metrics.json"),
              "predictions": paths.join(out_dir, "predictions.jsonl"),

@@ -12,9 +12,15 @@ one registered with `register_readout`): `fn(model, params, tokenizer, records, 
 returns {"probs": per record, a distribution over its *listed* options or None (no prediction,
 scored as wrong)} plus optional per-record "option_mass" and "generated" (text) and a "parse"
 summary.
+
+With `config.eval.calibration_data` (validation records: respondents neither trained on nor in
+the test files) the model's read-out is also temperature-scaled (eval/calibration.py): T is fitted
+on those records only and the scaled distributions are one more predictor, "model_calibrated".
 """
 from __future__ import annotations
 
+import collections.abc
+import os
 import time
 
 import jax
@@ -28,8 +34,8 @@ from surveylm_jax.data import prompt_layouts
 from surveylm_jax.data.option_shuffle import reorder_options
 from surveylm_jax.data.prefix_packing import prefix_key
 from surveylm_jax.data.question_catalog import QuestionCatalog
-from surveylm_jax.eval import (answer_parsing, baselines, canonical, eval_limits, extra_metrics,
-                               fairness, groups, position_bias, report, task_metrics)
+from surveylm_jax.eval import (answer_parsing, baselines, calibration, canonical, eval_limits,
+                               extra_metrics, fairness, groups, position_bias, report, task_metrics)
 from surveylm_jax.eval.generated_tasks import (GENERATED_TASKS, chat_prompt, evaluate_generated,
                                                generate_texts, max_new_tokens_per_task, record_id)
 from surveylm_jax.inference import placement, scoring
@@ -185,6 +191,50 @@ def _position_bias(model, params, tokenizer, records, config, count: int):
   return result
 
 
+CALIBRATED = "model_calibrated"     # the temperature-scaled model among the predictors
+MODEL_PREDICTORS = ("model", CALIBRATED)
+
+
+def _same_file(path: str) -> str:
+  return path if paths.is_remote(path) else os.path.realpath(path)
+
+
+def _named_respondents(records) -> set:
+  """Respondent ids the records name in `respondent_id` / `person_id` or in a `metadata` mapping.
+  A bare `id` field is not used: release files may number records, not respondents, per split."""
+  ids = set()
+  for r in records:
+    meta = r.extra.get("metadata")
+    meta = meta if isinstance(meta, collections.abc.Mapping) else {}
+    for value in (r.extra.get("respondent_id"), r.extra.get("person_id"), meta.get("respondent_id")):
+      if value is not None and str(value).strip():
+        ids.add(str(value))
+  return ids
+
+
+def read_calibration_records(ev, data_spec: str, test, lenient: bool, allow_empty: bool):
+  """The task-4 validation records the temperature is fitted on, and their read reports; ([], [])
+  without `calibration_data`. Refuses a file of `data_spec` and respondents of the test records:
+  a temperature fitted on test answers would flatter every calibrated score."""
+  if not ev.calibration_data:
+    return [], []
+  test_files = {_same_file(p) for p in _paths(data_spec)}
+  shared = [p for p in _paths(ev.calibration_data) if _same_file(p) in test_files]
+  if shared:
+    raise ConfigError(f"config.eval.calibration_data names the test file(s) {shared} of config.eval.data: "
+                      "the temperature is fitted on validation records only")
+  records, reports = read_records(ev.calibration_data, lenient, ev.max_records, allow_empty=allow_empty)
+  records = [r for r in records if isinstance(r, SurveyResponseRecord)]
+  if not records:
+    raise ConfigError(f"config.eval.calibration_data={ev.calibration_data!r} holds no task-4 "
+                      "individual records")
+  overlap = sorted(_named_respondents(records) & _named_respondents(test))
+  if overlap:
+    raise ConfigError(f"config.eval.calibration_data shares {len(overlap)} respondent_id(s) with the test "
+                      f"records of config.eval.data (e.g. {overlap[:5]}): calibrate on other respondents")
+  return records, reports
+
+
 def _stance_member_options(record) -> list[str]:
   """A task-3 member's one-hot prediction is over STANCES, named in the record's language."""
   labels = prompt_layouts.layout("stance", prompt_layouts.stance_language(record.stance_label))["labels"]
@@ -212,6 +262,8 @@ def prediction_metrics(individual, group_records, predictors: dict, group_direct
   probs_c = {name: canonical.reorder_all(views, p) for name, p in predictors.items()}
   individual_metrics = {name: task_metrics.survey_response_metrics(options_c, targets_c, p, ordinal)
                         for name, p in probs_c.items()} if individual else {}
+  for name, m in individual_metrics.items():
+    m["ece"] = calibration.expected_calibration_error(probs_c[name], targets_c)
 
   # --- group level: members aggregated, group prompts, baselines; all in canonical order --------
   group_options = [v.options for v in group_views]
@@ -219,7 +271,8 @@ def prediction_metrics(individual, group_records, predictors: dict, group_direct
   member_options = options_c + [_stance_member_options(r) for r in stance_members]
   aggregated = {}
   for name, p in probs_c.items():
-    member_probs = list(p) + (list(stance_probs) if name == "model" else [None] * len(stance_members))
+    # Temperature keeps a one-hot task-3 stance one-hot: the calibrated model shares the model's.
+    member_probs = list(p) + (list(stance_probs) if name in MODEL_PREDICTORS else [None] * len(stance_members))
     aggregated[name] = groups.aggregate_members(group_records, members, member_probs, group_options,
                                                 member_options)
   entries = []
@@ -253,6 +306,47 @@ def prediction_metrics(individual, group_records, predictors: dict, group_direct
   return {"individual": individual_metrics, "group": group_metrics, "fairness": fairness_metrics,
           "subgroups": {"conditions": conditions, "columns": columns},
           "tags": tags, "views": views, "group_views": group_views, "qids": qids}
+
+
+def fit_calibration(model, params, tokenizer, validation, readout, config) -> dict:
+  """Scores the validation records with the evaluation's own model and read-out and fits one
+  temperature on them. Only `validation` reaches the fit: never a test record."""
+  out = readout(model, params, tokenizer, validation, config, "calibration (validation)")
+  probs = checked_distributions(f"read-out {config.eval.readout!r} on config.eval.calibration_data",
+                                validation, out.get("probs", []))
+  answers = [r.target_index for r in validation]
+  if all(p is None for p in probs):
+    raise ValueError(f"config.eval.calibration_data: the read-out gave no distribution for any of "
+                     f"{len(validation)} validation records; no temperature to fit")
+  temperature = calibration.fit_on_distributions(probs, answers)
+  scaled = [calibration.apply_temperature(p, temperature) for p in probs]
+  # A T at the end of the searched range says the optimum may lie beyond it.
+  at_bound = any(np.isclose(temperature, b, rtol=1e-3) for b in calibration.T_BOUNDS)
+  return {"temperature": temperature, "at_bound": bool(at_bound), "bounds": list(calibration.T_BOUNDS),
+          "validation_scored": sum(p is not None for p in probs),
+          "validation": {"uncalibrated": calibration.calibration_metrics(probs, answers),
+                         "calibrated": calibration.calibration_metrics(scaled, answers)}}
+
+
+CALIBRATION_KEYS = ("accuracy", "macro_f1", "nll", "brier", "ece")
+
+
+def calibration_report(fit: dict, files: list, validation, individual, predictors: dict, got: dict) -> dict:
+  """metrics.json's "calibration": T, where it was fitted, the validation scores, and on the test
+  records the model before/after (individual scores and group W1/(K-1) of the aggregated members)
+  with the reliability-diagram bins of each."""
+  targets = [r.target_index for r in individual]
+  test = {}
+  for label, name in (("uncalibrated", "model"), ("calibrated", CALIBRATED)):
+    m = got["individual"][name]
+    test[label] = {k: m[k] for k in CALIBRATION_KEYS}
+    test[label]["w1_normalized"] = got["group"]["summary"].get(f"{name}_aggregated", {}).get("w1_normalized")
+    test[label]["reliability"] = calibration.reliability(predictors[name], targets)
+  return {"temperature": fit["temperature"], "at_bound": fit["at_bound"], "bounds": fit["bounds"],
+          "predictor": CALIBRATED,
+          "data": files,
+          "validation_records": len(validation), "validation_scored": fit["validation_scored"],
+          "validation": fit["validation"], "test": test, "bins": calibration.ECE_BINS}
 
 
 def evaluate(config, workdir: str, where: placement.Placement | None = None) -> dict:
@@ -291,6 +385,8 @@ def evaluate(config, workdir: str, where: placement.Placement | None = None) -> 
   train = [r for r in train if isinstance(r, SurveyResponseRecord)]
   catalog = QuestionCatalog.for_data(_paths(data_spec) + _paths(ev.train_data or ""),
                                      ev.question_catalog or config.data.question_catalog)
+  validation, validation_reports = read_calibration_records(ev, data_spec, test, config.data.lenient,
+                                                            config.data.allow_empty)
 
   # --- model and read-outs -----------------------------------------------------------------------
   # On a mesh (config.mesh, as in training) params are sharded and records spread over it.
@@ -312,10 +408,16 @@ def evaluate(config, workdir: str, where: placement.Placement | None = None) -> 
   stance_rows = [row for row in generated_rows if row["task"] == "task3"]
   stance_probs = [None if row["parsed"] is None else np.eye(len(STANCES))[STANCES.index(row["parsed"][0])]
                   for row in stance_rows]
+  fit = (fit_calibration(model, params, tokenizer, validation, readout, config)
+         if validation and individual else None)
 
   # --- metrics from predictions, model beside baselines --------------------------------------------
-  fitted = baselines.fit_baselines(ev.baselines, train) if ev.baselines and (individual or group_records) else {}
+  fitted = {}
+  if ev.baselines and (individual or group_records):
+    fitted = baselines.fit_baselines(ev.baselines, train, catalog=catalog)
   predictors = {"model": probs}
+  if fit:
+    predictors[CALIBRATED] = [calibration.apply_temperature(p, fit["temperature"]) for p in probs]
   for name, predict in fitted.items():
     predictors[name] = checked_distributions(f"baseline {name!r}", individual,
                                              [predict(r) for r in individual])
@@ -332,7 +434,7 @@ def evaluate(config, workdir: str, where: placement.Placement | None = None) -> 
   result = {
       "model": config.model.path if not config.model.random_init else "random_init",
       "adapter": ev.adapter or None, "readout": ev.readout, "data": _paths(data_spec),
-      "read_reports": read_reports + train_reports,
+      "read_reports": read_reports + train_reports + validation_reports,
       "counts": {"individual": len(individual), "group": len(group_records), "train": len(train),
                  "generated_tasks": len(generated_records)},
       "sampling": limited.sampling_note, "limits": limited.report(),
@@ -346,6 +448,8 @@ def evaluate(config, workdir: str, where: placement.Placement | None = None) -> 
       "group": {"summary": got["group"]["summary"], "noise_floor": got["group"]["noise_floor"]},
       "fairness": got["fairness"], "fairness_subgroups": got["subgroups"], "position_bias": bias,
       "extra_metrics": registered, "seconds": None,
+      "calibration": calibration_report(fit, _paths(ev.calibration_data), validation, individual,
+                                         predictors, got) if fit else None,
   }
   rows = []
   for i, (r, v) in enumerate(zip(individual, got["views"])):
@@ -355,6 +459,8 @@ def evaluate(config, workdir: str, where: placement.Placement | None = None) -> 
                  "canonical_options": v.options, "ordinal": v.ordinal,
                  "predicted_distribution": None if p is None else [float(x) for x in p],
                  "predicted_answer": None if p is None else r.option_texts()[int(np.argmax(p))],
+                 **({"calibrated_distribution": None if p is None else
+                     [float(x) for x in predictors[CALIBRATED][i]]} if fit else {}),
                  "option_mass": None if option_mass is None else option_mass[i],
                  "generated": None if generated is None else generated[i],
                  "subgroups": got["tags"][i]})
