@@ -71,7 +71,7 @@ def main(argv):
   compile_cache.enable(_CONFIG.value.compile_cache.dir,   # before the first compile
                        min_compile_secs=_CONFIG.value.compile_cache.min_compile_secs)
   extensions.load(_CONFIG.value)   # config.extra_modules, then registry names checked
-  from surveylm_jax.eval import comparison, runner
+  from surveylm_jax.eval import comparison, forgetting, runner
   config, workdir = _CONFIG.value, _WORKDIR.value
   paths.check_writable(workdir, "workdir")   # before the first of three long stages
   _check_inputs(config)
@@ -95,8 +95,16 @@ def main(argv):
   else:
     print(f"reusing {two_dir}/stage2/eval", flush=True)
 
+  other_survey = None
+  if config.get("forgetting") and config.forgetting.data:
+    clock.stage("no forgetting: both models on another survey's items")
+    stages = {name: two_stage.stage_config(config, name) for name in ("stage1", "stage2")}
+    other_survey = forgetting.run(stages, config.forgetting, zero_dir, two_dir)
+
   clock.stage("3/3 comparison")
   summary = comparison.build_summary(zero_shot, tuned, tuple(config.eval.baselines))
+  if other_survey is not None:
+    summary["forgetting"] = other_survey
   curves = {}
   for stage, title in (("stage1", "Stage I (GSS abortion items)"), ("stage2", "Stage II (GSS 2018 task 4)")):
     path = paths.join(two_dir, stage, "metrics.jsonl")
@@ -105,6 +113,8 @@ def main(argv):
   summary["seconds"] = time.time() - clock.start
   report = comparison.write_report(workdir, summary, curves, clock.durations())
   print("\n" + comparison.table(summary) + "\n")
+  if other_survey is not None:
+    print("Another survey's items (no forgetting):\n" + comparison.forgetting_table(other_survey) + "\n")
   for name, ok in summary["checks"].items():
     print(f"  {name.replace('_', ' ')}: {'yes' if ok else 'no'}")
   print(f"\n[{clock.elapsed()}] report: {report}  summary: {paths.join(workdir, 'summary.json')}",

@@ -17,9 +17,10 @@ import numpy as np
 from surveylm_jax import paths
 from surveylm_jax.eval import report
 
+CALIBRATED = "model_calibrated"      # the runner's temperature-scaled predictor
 HEADLINE = ("accuracy", "macro_f1", "w1_normalized", "representativeness")
 HIGHER_IS_BETTER = {"accuracy": True, "macro_f1": True, "w1_normalized": False,
-                    "representativeness": True}
+                    "representativeness": True, "nll": False, "ece": False, "brier": False}
 
 
 def summarize(metrics: dict, predictor: str) -> dict:
@@ -31,7 +32,7 @@ def summarize(metrics: dict, predictor: str) -> dict:
   fair = metrics.get("fairness", {}).get(predictor, {}).get("summary", {}).get("accuracy", {})
   return {
       "accuracy": individual["accuracy"], "macro_f1": individual["macro_f1"],
-      "nll": individual.get("nll"),
+      "nll": individual.get("nll"), "ece": individual.get("ece"), "brier": individual.get("brier"),
       "w1_normalized": group.get("w1_normalized"),
       "representativeness": group.get("representativeness"),
       "js": group.get("js"),
@@ -49,10 +50,15 @@ def build_summary(zero_shot: dict, two_stage: dict, baselines=("uniform", "margi
                      f"{two_stage['counts']} / {two_stage.get('sampling')}")
   summary = {"zero_shot": summarize(zero_shot, "model"), "two_stage": summarize(two_stage, "model"),
              "baselines": {name: summarize(zero_shot, name) for name in baselines}}
+  # Temperature-scaled read-outs (eval.calibration_data): T fitted on validation respondents.
+  for key, metrics in (("zero_shot", zero_shot), ("two_stage", two_stage)):
+    if CALIBRATED in metrics["individual"]:
+      summary[f"{key}_calibrated"] = summarize(metrics, CALIBRATED)
+      summary[f"{key}_calibrated"]["temperature"] = (metrics.get("calibration") or {}).get("temperature")
   summary["checks"] = {
       f"two_stage_beats_{other}_on_{metric}": better(summary["two_stage"][metric], ref[metric], metric)
       for other, ref in [("zero_shot", summary["zero_shot"])] + list(summary["baselines"].items())
-      for metric in ("accuracy", "w1_normalized")}
+      for metric in ("accuracy", "w1_normalized", "nll")}
   summary["data"] = {"counts": zero_shot["counts"], "sampling": zero_shot.get("sampling"),
                      "noise_floor_w1_normalized": zero_shot["group"]["noise_floor"].get("w1_normalized")}
   return summary
@@ -64,9 +70,21 @@ def better(value, reference, metric: str) -> bool | None:
   return bool(value > reference) if HIGHER_IS_BETTER[metric] else bool(value < reference)
 
 
+def no_worse(value, reference, metric: str) -> bool | None:
+  """value at least as good as reference (ties count as no worse)."""
+  if value is None or reference is None:
+    return None
+  return bool(value >= reference) if HIGHER_IS_BETTER[metric] else bool(value <= reference)
+
+
 def rows(summary: dict) -> list[tuple[str, dict]]:
-  return ([("zero-shot", summary["zero_shot"]), ("two-stage", summary["two_stage"])] +
-          [(name, s) for name, s in summary["baselines"].items()])
+  models = [("zero-shot", summary["zero_shot"])]
+  if "zero_shot_calibrated" in summary:
+    models.append(("zero-shot calibrated", summary["zero_shot_calibrated"]))
+  models.append(("two-stage", summary["two_stage"]))
+  if "two_stage_calibrated" in summary:
+    models.append(("two-stage calibrated", summary["two_stage_calibrated"]))
+  return models + [(name, s) for name, s in summary["baselines"].items()]
 
 
 def _fmt(value) -> str:
@@ -75,13 +93,14 @@ def _fmt(value) -> str:
 
 def table(summary: dict) -> str:
   """A fixed-width text table (also valid Markdown)."""
-  header = ["method", "accuracy", "macro-F1", "group W1/(K-1)", "representativeness",
+  header = ["method", "accuracy", "macro-F1", "NLL", "ECE", "group W1/(K-1)", "representativeness",
             "worst subgroup (accuracy)"]
   lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
   for name, s in rows(summary):
     worst = f"{s['worst_subgroup']} ({_fmt(s['worst_subgroup_accuracy'])})" if s["worst_subgroup"] else "-"
-    lines.append("| " + " | ".join([name, _fmt(s["accuracy"]), _fmt(s["macro_f1"]), _fmt(s["w1_normalized"]),
-                                    _fmt(s["representativeness"]), worst]) + " |")
+    numbers = [_fmt(s.get(m)) for m in ("accuracy", "macro_f1", "nll", "ece", "w1_normalized",
+                                         "representativeness")]
+    lines.append("| " + " | ".join([name] + numbers + [worst]) + " |")
   return "\n".join(lines)
 
 
@@ -93,7 +112,8 @@ def _plot_methods(summary: dict, path: paths.PathLike):
   fig, axes = plt.subplots(1, len(HEADLINE), figsize=(4 * len(HEADLINE), 3.6))
   for ax, metric in zip(axes, HEADLINE):
     values = [s[metric] if s[metric] is not None else np.nan for _, s in rows(summary)]
-    colors = ["tab:gray", "tab:blue"] + ["tab:olive"] * (len(names) - 2)
+    colors = [("tab:gray" if n.startswith("zero-shot") else "tab:blue") if i < len(names) - len(
+        summary["baselines"]) else "tab:olive" for i, n in enumerate(names)]
     ax.bar(range(len(names)), values, color=colors)
     ax.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
     arrow = "higher" if HIGHER_IS_BETTER[metric] else "lower"
@@ -131,6 +151,18 @@ def read_curve(metrics_jsonl: paths.PathLike) -> list[dict]:
   return [r for r in map(json.loads, filter(str.strip, lines)) if "loss" in r]
 
 
+def forgetting_table(result: dict) -> str:
+  """Zero-shot vs two-stage (and that survey's baselines) on another survey's items."""
+  header = ["method", "accuracy", "macro-F1", "NLL", "group W1/(K-1)"]
+  lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+  entries = [("zero-shot", result["zero_shot"]), ("two-stage", result["two_stage"])]
+  entries += list(result.get("baselines", {}).items())
+  for name, s in entries:
+    lines.append("| " + " | ".join([name] + [_fmt(s.get(m)) for m in
+                                             ("accuracy", "macro_f1", "nll", "w1_normalized")]) + " |")
+  return "\n".join(lines)
+
+
 def write_report(out_dir: paths.PathLike, summary: dict, curves: dict, notes: list[str]) -> str:
   """summary.json, report.md and plots/ under out_dir (local or gs://); returns the report path."""
   plots = paths.makedirs(paths.join(out_dir, "plots"))
@@ -150,6 +182,15 @@ def write_report(out_dir: paths.PathLike, summary: dict, curves: dict, notes: li
            "", "## Checks", ""]
   lines += [f"- {name.replace('_', ' ')}: {'yes' if v else ('n/a' if v is None else 'no')}"
             for name, v in checks.items()]
+  other = summary.get("forgetting")
+  if other:
+    worse = [m for m, ok in other["no_worse"].items() if ok is False]
+    lines += ["", "## No forgetting: another survey's items", "",
+              f"Files (no stage trained on them): {', '.join(other['data']['files'])}; "
+              f"{other['data']['counts']['individual']} individual records.", "",
+              forgetting_table(other), "",
+              "Two-stage no worse than zero-shot on every number: " + (
+                  "yes" if not worse else f"no (worse on {', '.join(worse)})") + "."]
   if notes:
     lines += ["", "## Run", ""] + [f"- {n}" for n in notes]
   lines += ["", "## Plots", "", "![methods](plots/methods.png)"]

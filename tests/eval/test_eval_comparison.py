@@ -42,7 +42,8 @@ def test_summary_checks_and_table(tmp_path):
   assert checks["two_stage_beats_marginal_on_accuracy"] is False
   assert checks["two_stage_beats_uniform_on_w1_normalized"] is True
   text = comparison.table(summary)
-  assert text.splitlines()[2].startswith("| zero-shot | 0.460 | 0.230 | 0.125 | 0.875 | race=other (0.360)")
+  assert text.splitlines()[2].startswith(
+      "| zero-shot | 0.460 | 0.230 | 1.000 | - | 0.125 | 0.875 | race=other (0.360)")
   report = comparison.write_report(str(tmp_path), summary, {"Stage II": [
       {"step": 1, "loss": 2.0, "token_ce": 1.0, "option_kl": 1.0},
       {"step": 2, "loss": 1.0, "token_ce": 0.5, "option_kl": 0.5}]}, ["zero-shot: 10 s"])
@@ -57,3 +58,36 @@ def test_runs_on_different_records_are_refused():
     comparison.build_summary(_metrics(0.4, 0.1), _metrics(0.5, 0.1, sampling="30 of 481"))
   with pytest.raises(KeyError, match="no individual metrics for 'nope'"):
     comparison.summarize(_metrics(0.4, 0.1), "nope")
+
+
+def _calibrated(metrics, nll, temperature):
+  metrics["individual"]["model_calibrated"] = dict(metrics["individual"]["model"], nll=nll, ece=0.02)
+  metrics["group"]["summary"]["model_calibrated_aggregated"] = metrics["group"]["summary"][
+      "model_aggregated"]
+  metrics["fairness"]["model_calibrated"] = metrics["fairness"]["model"]
+  metrics["calibration"] = {"temperature": temperature}
+  return metrics
+
+
+def test_calibrated_rows_follow_their_model(tmp_path):
+  summary = comparison.build_summary(_calibrated(_metrics(0.46, 0.125), 0.9, 1.7),
+                                     _calibrated(_metrics(0.50, 0.10), 0.8, 1.3))
+  names = [name for name, _ in comparison.rows(summary)]
+  assert names[:4] == ["zero-shot", "zero-shot calibrated", "two-stage", "two-stage calibrated"]
+  assert summary["two_stage_calibrated"]["temperature"] == 1.3
+  assert summary["two_stage_calibrated"]["nll"] == 0.8 and summary["two_stage"]["nll"] == 1.0
+  assert "| two-stage calibrated | 0.500 | 0.250 | 0.800 | 0.020 |" in comparison.table(summary)
+
+
+def test_forgetting_section_says_where_two_stage_is_worse(tmp_path):
+  other = comparison.build_summary(_metrics(0.46, 0.125), _metrics(0.40, 0.10))
+  result = {"zero_shot": other["zero_shot"], "two_stage": other["two_stage"], "baselines": {},
+            "data": {"files": ["wvs/test.json"], "counts": other["data"]["counts"]},
+            "no_worse": {m: comparison.no_worse(other["two_stage"][m], other["zero_shot"][m], m)
+                         for m in ("accuracy", "nll", "w1_normalized")}}
+  assert result["no_worse"] == {"accuracy": False, "nll": True, "w1_normalized": True}
+  summary = dict(comparison.build_summary(_metrics(0.46, 0.125), _metrics(0.50, 0.10)),
+                 forgetting=result)
+  text = open(comparison.write_report(str(tmp_path), summary, {}, [])).read()
+  assert "## No forgetting: another survey's items" in text
+  assert "| two-stage | 0.400 |" in text and "no (worse on accuracy)" in text
