@@ -213,9 +213,9 @@ def test_convert_then_train_then_pipeline_as_printed(tmp_path):
               "--codebook configs/surveys/gss_abortion.yaml"):
     _run(claimed(key), cwd)
   report = json.loads((cwd / "data" / "gss2018" / "conversion_report.json").read_text())
-  assert report["respondents_per_split"] == {"train": 1867, "test": 481}   # README: 481 held out
+  assert report["respondents_per_split"] == {"train": 1877, "test": 470}   # README: 470 held out
   abortion = json.loads((cwd / "data" / "gss_abortion_2018" / "foundation_quan" / "train.json").read_text())
-  assert len(abortion) == 8386 and all("2018" in r["instruction"] for r in abortion)   # --keep year=2018
+  assert len(abortion) == 8478 and all("2018" in r["instruction"] for r in abortion)   # --keep year=2018
 
   _run(claimed("--config=configs/tiny.py --workdir=runs/tiny"), cwd)
   steps = [json.loads(l) for l in (cwd / "runs" / "tiny" / "metrics.jsonl").read_text().splitlines()]

@@ -5,8 +5,12 @@
 Writes task4/{individual,group}, task3/{individual,group}, task1, task2 ({train,test}.json),
 foundation_quan/train.json and conversion_report.json (see surveylm_jax/data/survey_converter.py).
 Every file written is read back with the project's readers, so what comes out is known to parse.
+The report goes to stdout as JSON; a one-line summary of the split and each warning (an
+unrepresentative or empty test side, say) go to stderr, one line each.
 A codebook in a prompt language registered by a researcher's own module (README, "Extending")
 needs that module imported first: --extra_modules my_pkg.lang (dotted names or .py paths).
+--split "{kinds: [wave], wave: {from_year: 2008}}" lays split fields over the codebook's own (fields
+for kinds no longer listed fall away); --outputs task4,foundation_quan writes only those.
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ import argparse
 import dataclasses
 import json
 import sys
+
+import yaml
 
 from surveylm_jax import extensions
 from surveylm_jax.data import read_alignsurvey
@@ -34,6 +40,24 @@ def with_keep(codebook, specs):
   return dataclasses.replace(codebook, keep=tuple(keep.items()))
 
 
+def overrides(args) -> dict:
+  """Codebook fields given on the command line (--split, --outputs)."""
+  result = {}
+  if args.split is not None:
+    try:
+      split = yaml.safe_load(args.split)
+    except yaml.YAMLError as e:
+      raise DataError(f"--split {args.split!r} is not YAML: {e}", path=args.codebook, field="split",
+                      reason="bad_argument") from None
+    if not isinstance(split, dict):
+      raise DataError(f"--split {args.split!r}: expected a mapping such as \"{{kinds: [wave]}}\"",
+                      path=args.codebook, field="split", reason="bad_argument")
+    result["split"] = split
+  if args.outputs is not None:
+    result["outputs"] = [o.strip() for o in args.outputs.split(",") if o.strip()]
+  return result
+
+
 def _number(text: str):
   try:
     return float(text) if "." in text else int(text)
@@ -50,6 +74,11 @@ def main(argv=None) -> int:
   parser.add_argument("--keep", action="append", default=[], metavar="COLUMN=CODE[,CODE...]",
                       help="convert only rows whose COLUMN holds one of the codes (replaces the "
                            "codebook's keep for that column); repeatable")
+  parser.add_argument("--split", default=None, metavar="YAML",
+                      help="split fields laid over the codebook's `split:` block, as a YAML mapping, e.g. "
+                           "\"{kinds: [respondent, question], question_fraction: 0.2}\"")
+  parser.add_argument("--outputs", default=None, metavar="OUTPUT[,OUTPUT...]",
+                      help="write only these outputs (replaces the codebook's `outputs`)")
   parser.add_argument("--no-verify", action="store_true", help="skip reading the written files back")
   parser.add_argument("--extra_modules", default="",
                       help="modules to import first (dotted names or .py paths, comma separated), "
@@ -57,7 +86,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   try:
     extensions.import_modules(args.extra_modules)
-    codebook = load_codebook(args.codebook)
+    codebook = load_codebook(args.codebook, overrides(args))
     if args.keep:
       codebook = with_keep(codebook, args.keep)
     conversion = convert_survey(codebook, lenient=args.lenient)
@@ -74,7 +103,21 @@ def main(argv=None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 1
   print(json.dumps(conversion.report, indent=1, ensure_ascii=False))
+  print(split_summary(conversion.report), file=sys.stderr)
+  for warning in conversion.report["warnings"]:
+    print(f"warning: {warning}", file=sys.stderr)
   return 0
+
+
+def split_summary(report: dict) -> str:
+  split = report["split"]
+  sides = ", ".join(f"{side} {s['persons']} persons / {s['rows']} rows / {s['cells']} answers"
+                    for side, s in split["sides"].items())
+  line = (f"split {split['kinds']}: {sides}; achieved test fraction {split['achieved_test_fraction']} "
+          f"of {split['persons']} persons in {split['strata']} strata")
+  if split["cells_excluded_by_mixing_kinds"]:
+    line += f"; {split['cells_excluded_by_mixing_kinds']} answers excluded by mixing kinds"
+  return line
 
 
 if __name__ == "__main__":

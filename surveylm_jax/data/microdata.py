@@ -2,7 +2,9 @@
 
 Unknown codes are errors naming the codebook, the column, the respondent and the value (strict),
 or counted skips (lenient): a question answered with an unknown code is dropped for that
-respondent, a demographic with an unknown code becomes missing. Missing codes are counted too.
+respondent, a demographic with an unknown code becomes missing. Missing codes (the global list
+and each item's own `missing`) are counted too. A row is one respondent; rows sharing the
+codebook's `panel_id` are one person (`person_id`), which the split keeps on one side.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ class Respondent:
   weight: float
   demographics: dict          # demographic name -> text (None when missing)
   answers: dict               # question column -> option index (None when missing)
+  person_id: str = ""         # the panel id when the codebook has one, else the respondent id
+  row: int = 0                # position in the (kept) source table: the order rows are written in
 
 
 def _read_file(kind: str, path: str) -> pd.DataFrame:
@@ -77,7 +81,7 @@ def load_table(codebook: Codebook) -> pd.DataFrame:
 
 
 def _required_columns(codebook: Codebook) -> list[str]:
-  cols = list(codebook.respondent_id) + [d.column for d in codebook.demographics]
+  cols = list(codebook.respondent_id) + list(codebook.panel_id) + [d.column for d in codebook.demographics]
   cols += [q.column for q in codebook.questions]
   cols += [c for c in (codebook.weight, codebook.year_column) if c]
   return list(dict.fromkeys(cols))
@@ -104,6 +108,11 @@ def code_respondents(codebook: Codebook, table: pd.DataFrame, lenient: bool = Fa
   respondents, seen = [], set()
   for row_number, row in enumerate(table[_required_columns(codebook)].to_dict("records")):
     rid = "_".join(str(code_key(row[c])) for c in codebook.respondent_id)
+    person = "_".join(str(code_key(row[c])) for c in codebook.panel_id) if codebook.panel_id else rid
+    if codebook.panel_id and any(code_key(row[c]) is None for c in codebook.panel_id):
+      # No side can be chosen safely for a row whose person is unknown.
+      raise DataError(f"respondent {rid!r} (row {row_number}): the panel id is empty", path=codebook.path,
+                      field="panel_id", reason="missing_panel_id")
     if rid in seen:
       raise DataError(f"respondent id {rid!r} repeats (row {row_number})", path=codebook.path,
                       field="respondent_id", reason="duplicate_respondent")
@@ -128,7 +137,7 @@ def code_respondents(codebook: Codebook, table: pd.DataFrame, lenient: bool = Fa
     demographics = {}
     for demo in codebook.demographics:
       value = row[demo.column]
-      if code_key(value) is None or code_key(value) in codebook.missing:
+      if code_key(value) is None or code_key(value) in codebook.missing or code_key(value) in demo.missing:
         demographics[demo.name] = None
         counts[f"missing:{demo.name}"] += 1
         continue
@@ -142,7 +151,7 @@ def code_respondents(codebook: Codebook, table: pd.DataFrame, lenient: bool = Fa
     answers = {}
     for q in codebook.questions:
       key = code_key(row[q.column])
-      if key is None or key in codebook.missing:
+      if key is None or key in codebook.missing or key in q.missing:
         answers[q.column] = None
         counts[f"missing:{q.column}"] += 1
         continue
@@ -150,5 +159,5 @@ def code_respondents(codebook: Codebook, table: pd.DataFrame, lenient: bool = Fa
       if index is None:
         problem(q.column, row[q.column], "answer code outside the listed options:")
       answers[q.column] = index
-    respondents.append(Respondent(rid, year, float(weight), demographics, answers))
+    respondents.append(Respondent(rid, year, float(weight), demographics, answers, person, row_number))
   return respondents, counts

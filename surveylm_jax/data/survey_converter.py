@@ -2,15 +2,20 @@
 
 Writes, under an output folder, in AlignSurvey's layout:
   task4/individual/{train,test}.json  one respondent answering one question ("C. too little")
+  task4/individual/validation.json    with split.validation_fraction > 0 (task3 too): never trained on
   task4/group/{train,test}.json       a demographic group's answer shares, from that split's respondents
   task3/individual/{train,test}.json  stance (positive/neutral/negative) for questions declaring one
   task3/group/{train,test}.json       a group's stance shares
   task1/{train,test}.json             infer a demographic field from the respondent's answers
   task2/{train,test}.json             answer the next question given background and earlier turns
-  foundation_quan/train.json          Stage I survey records (train respondents only: no test leak)
-  conversion_report.json              counts: respondents per split, records per file, missing, skips
-Metadata rides beside the Alpaca fields: individual records carry respondent_id, question, answer
-and profile; group records carry question, group, distribution (option order) and n.
+  foundation_quan/train.json          Stage I survey records (train cells only: no test leak)
+  conversion_report.json              counts: the split per side, records per file, missing, skips
+Which cells land on which side is splits.py's job (codebook `split.kinds`); every file here is built
+from one side's cells only, so group shares, task-1 transcripts and task-2 interviews of the train
+side never hold a held-out question, wave or population. Metadata rides beside the Alpaca fields:
+individual records carry respondent_id (person_id with a panel), question, answer, profile and, with
+split.context_answers, the context shown; group records carry question, group, distribution
+(option order) and n.
 """
 from __future__ import annotations
 
@@ -22,15 +27,15 @@ import os
 import numpy as np
 
 from surveylm_jax import paths
-from surveylm_jax.data import question_catalog
+from surveylm_jax.data import question_catalog, splits
 from surveylm_jax.data import survey_prompts as prompts
 from surveylm_jax.data.codebook import Codebook, code_key
+from surveylm_jax.data.context_answers import ContextPicker
 from surveylm_jax.data.errors import DataError
 from surveylm_jax.data.microdata import code_respondents, load_table
 from surveylm_jax.data.records import STANCES
-from surveylm_jax.data.respondent_split import split_by_profile
 
-SPLITS = ("train", "test")
+SPLITS = (splits.TRAIN, splits.TEST)
 
 
 @dataclasses.dataclass
@@ -58,8 +63,15 @@ def _answered(codebook: Codebook, respondent) -> list:
           if respondent.answers.get(q.column) is not None]
 
 
+def _ids(codebook, respondent) -> dict:
+  ids = {"respondent_id": respondent.respondent_id}
+  if codebook.panel_id:
+    ids["person_id"] = respondent.person_id
+  return ids
+
+
 def _individual_meta(codebook, respondent, qi, q, answer) -> dict:
-  meta = {"respondent_id": respondent.respondent_id, "question_index": qi, "question_id": q.column,
+  meta = {**_ids(codebook, respondent), "question_index": qi, "question_id": q.column,
           "question": q.text, "answer": answer, "profile": _profile(codebook, respondent)}
   if codebook.weight:
     meta["weight"] = respondent.weight
@@ -68,16 +80,24 @@ def _individual_meta(codebook, respondent, qi, q, answer) -> dict:
   return meta
 
 
-def _survey_records(codebook, respondents, with_letter: bool) -> list:
+def _survey_records(codebook, respondents, with_letter: bool, context=None) -> list:
+  """`context`: a ContextPicker (task 4 with split.context_answers), or None for plain prompts."""
   records = []
   for r in respondents:
     background = _background(codebook, r)
     for qi, q, ai in _answered(codebook, r):
       answer = q.options[ai][1]
-      instruction = prompts.survey_response(codebook.language, r.year, background, q.text, q.labels)
+      shown = context(r.respondent_id, qi) if context else []
+      # Passed only when there is some, so plain prompts stay byte-identical to earlier files.
+      extra = {"context": [(c["question"], c["answer"]) for c in shown]} if shown else {}
+      instruction = prompts.survey_response(codebook.language, r.year, background, q.text, q.labels,
+                                            **extra)
       output = prompts.lettered(q.labels)[ai].render() if with_letter else answer
-      records.append({"instruction": instruction, "input": "", "output": output,
-                      **_individual_meta(codebook, r, qi, q, answer)})
+      record = {"instruction": instruction, "input": "", "output": output,
+                **_individual_meta(codebook, r, qi, q, answer)}
+      if context:
+        record["context"] = shown
+      records.append(record)
   return records
 
 
@@ -109,7 +129,7 @@ def _role_records(codebook, respondents) -> list:
       instruction = prompts.role_inference(codebook.language, codebook.survey, turns, demo.label,
                                            demo.categories)
       records.append({"instruction": instruction, "input": "", "output": repr([value]),
-                      "respondent_id": r.respondent_id, "field": demo.label, "field_name": demo.name,
+                      **_ids(codebook, r), "field": demo.label, "field_name": demo.name,
                       "question": demo.label, "answer": [value]})
   return records
 
@@ -123,7 +143,7 @@ def _interview_records(codebook, respondents) -> list:
       history = [(hq.text, ha) for _, hq, ha in turns[max(0, t - codebook.history_turns):t]]
       instruction = prompts.interview(codebook.language, codebook.survey, background, history, q.text)
       records.append({"instruction": instruction, "input": "", "output": answer,
-                      "respondent_id": r.respondent_id, "question_id": q.column, "question": q.text,
+                      **_ids(codebook, r), "question_id": q.column, "question": q.text,
                       "answer": answer, "turn_index": t})
   return records
 
@@ -196,30 +216,47 @@ def convert_survey(codebook: Codebook, lenient: bool = False) -> Conversion:
     raise DataError(f"keep {dict(codebook.keep)} selects no row", path=codebook.path, field="keep",
                     reason="bad_codebook")
   respondents, counts = code_respondents(codebook, table, lenient)
-  assignment = split_by_profile(respondents, codebook.profile, codebook.test_fraction, codebook.seed)
-  by_split = {s: [r for r in respondents if assignment[r.respondent_id] == s] for s in SPLITS}
+  cells = splits.split_cells(codebook, respondents)
+  by_side = {side: cells.rows_of(side, respondents) for side in splits.SIDES}
+  wanted = codebook.split.context_answers
+  context = ContextPicker(codebook, respondents, cells, wanted) if wanted else None
   files = {}
   for split in SPLITS:
-    people = by_split[split]
+    people = by_side[split]
     if "task4" in codebook.outputs:
-      files[f"task4/individual/{split}.json"] = _survey_records(codebook, people, with_letter=True)
+      files[f"task4/individual/{split}.json"] = _survey_records(codebook, people, True, context)
       files[f"task4/group/{split}.json"] = _group_records(codebook, people, counts, stance=False)
-    if "task3" in codebook.outputs and any(q.stance for q in codebook.questions):
+    if _writes_task3(codebook):
       files[f"task3/individual/{split}.json"] = _stance_records(codebook, people)
       files[f"task3/group/{split}.json"] = _group_records(codebook, people, counts, stance=True)
     if "task1" in codebook.outputs:
       files[f"task1/{split}.json"] = _role_records(codebook, people)
     if "task2" in codebook.outputs:
       files[f"task2/{split}.json"] = _interview_records(codebook, people)
-  if "foundation_quan" in codebook.outputs:
-    files["foundation_quan/train.json"] = _survey_records(codebook, by_split["train"], with_letter=False)
+  if codebook.split.validation_fraction > 0:
+    people = by_side[splits.VALIDATION]
+    if "task4" in codebook.outputs:
+      files["task4/individual/validation.json"] = _survey_records(codebook, people, True, context)
+    if _writes_task3(codebook):
+      files["task3/individual/validation.json"] = _stance_records(codebook, people)
+  if "foundation_quan" in codebook.outputs:  # context-free Stage I prompts, train cells only
+    files["foundation_quan/train.json"] = _survey_records(codebook, by_side[splits.TRAIN], False)
+  if context:
+    counts.update(context.counts)
+  split_report = splits.split_report(codebook, respondents, cells)
   report = {"codebook": codebook.path, "respondents": len(respondents),
             "rows_left_out_by_keep": left_out,
             "keep": {c: sorted(map(str, v)) for c, v in codebook.keep},
-            "respondents_per_split": {s: len(by_split[s]) for s in SPLITS},
+            "respondents_per_split": {s: side["rows"] for s, side in split_report["sides"].items()},
+            "split": split_report,
             "records_per_file": {k: len(v) for k, v in sorted(files.items())},
-            "counts": dict(sorted(counts.items()))}
+            "counts": dict(sorted(counts.items())),
+            "warnings": split_report.pop("warnings")}
   return Conversion(files, report, codebook_catalog(codebook))
+
+
+def _writes_task3(codebook) -> bool:
+  return "task3" in codebook.outputs and any(q.stance for q in codebook.questions)
 
 
 def codebook_catalog(codebook: Codebook) -> list[dict]:
