@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE := 1
 GSS2018 := data/gss2018/conversion_report.json
 ABORTION2018 := data/gss_abortion_2018/conversion_report.json
 
-.PHONY: setup checkpoint data test demo clean
+.PHONY: setup checkpoint data data-generalization test demo clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,32 @@ $(GSS2018): $(STAMP) configs/surveys/gss2018_spending.yaml
 $(ABORTION2018): $(STAMP) configs/surveys/gss_abortion.yaml
 	@echo "converting GSS 2018 abortion items -> data/gss_abortion_2018"
 	$(PY) -m tools.survey_to_alignsurvey --codebook configs/surveys/gss_abortion.yaml --out data/gss_abortion_2018 --keep year=2018 > /dev/null
+
+# The generalization configs' data (configs/gss_unseen_questions.py, gss_waves.py, gss_context.py):
+# the same codebooks with other `split:` settings, and two other survey programmes.
+CONVERT := $(PY) -m tools.survey_to_alignsurvey --codebook
+data-generalization: data/gss2018_unseen/conversion_report.json data/gss_abortion_waves/conversion_report.json \
+    data/gss2018_context/conversion_report.json data/wvs1995/conversion_report.json \
+    data/ces2011/conversion_report.json
+
+data/gss2018_unseen/conversion_report.json: $(STAMP) configs/surveys/gss2018_spending.yaml
+	$(CONVERT) configs/surveys/gss2018_spending.yaml --out data/gss2018_unseen \
+	    --split "{kinds: [respondent, question], question_fraction: 0.2, validation_fraction: 0.03}" > /dev/null
+
+data/gss_abortion_waves/conversion_report.json: $(STAMP) configs/surveys/gss_abortion.yaml
+	$(CONVERT) configs/surveys/gss_abortion.yaml --out data/gss_abortion_waves \
+	    --outputs task4,foundation_quan \
+	    --split "{kinds: [wave], wave: {from_year: 2008}, validation_fraction: 0.003}" > /dev/null
+
+data/gss2018_context/conversion_report.json: $(STAMP) configs/surveys/gss2018_spending.yaml
+	$(CONVERT) configs/surveys/gss2018_spending.yaml --out data/gss2018_context \
+	    --split "{context_answers: 4, validation_fraction: 0.02}" > /dev/null
+
+data/wvs1995/conversion_report.json: $(STAMP) configs/surveys/wvs1995_poverty.yaml
+	$(CONVERT) configs/surveys/wvs1995_poverty.yaml --out data/wvs1995 > /dev/null
+
+data/ces2011/conversion_report.json: $(STAMP) configs/surveys/ces2011.yaml
+	$(CONVERT) configs/surveys/ces2011.yaml --out data/ces2011 > /dev/null
 
 demo: $(STAMP) checkpoint data
 	$(PY) -m launch.demo --config=configs/demo.py --workdir=runs/demo

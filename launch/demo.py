@@ -27,15 +27,22 @@ DATA_COMMANDS = {
                     "--out data/gss2018",
     "data/gss_abortion_2018": "python -m tools.survey_to_alignsurvey --codebook "
                               "configs/surveys/gss_abortion.yaml --out data/gss_abortion_2018 --keep year=2018",
+    # The generalization configs' data (Makefile: the exact conversion commands).
+    **{folder: "make data-generalization" for folder in (
+        "data/gss2018_unseen", "data/gss_abortion_waves", "data/gss2018_context", "data/wvs1995",
+        "data/ces2011")},
 }
 
 
 def _check_inputs(config):
   inputs = [config.model.path, config.stage1.data.train, config.stage2.data.train,
             config.eval.train_data] + config.eval.data.split(",")
+  inputs += config.eval.get("calibration_data", "").split(",")
+  if config.get("forgetting"):
+    inputs += config.forgetting.data.split(",") + config.forgetting.train_data.split(",")
   missing = [p for p in inputs if p and not paths.as_path(p).exists()]
   if missing:
-    hints = sorted({cmd for folder, cmd in DATA_COMMANDS.items() for p in missing if p.startswith(folder)})
+    hints = sorted({cmd for folder, cmd in DATA_COMMANDS.items() for p in missing if p.startswith(folder + "/")})
     raise FileNotFoundError(f"missing inputs: {missing}" + ("; make them with:\n  " + "\n  ".join(hints)
                                                            if hints else "; run `make demo`"))
 
