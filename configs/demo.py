@@ -18,6 +18,16 @@ GSS2018 = "data/gss2018"
 ABORTION = "data/gss_abortion_2018"
 
 
+def use_data(config, folder: str, calibrate: bool = False):
+  """Stage II, evaluation and the baselines' fit on one converted folder (with `calibrate`, also
+  the temperature's fit on its validation respondents)."""
+  config.stage2.data.train = f"{folder}/task4/individual/train.json"
+  config.eval.data = f"{folder}/task4/individual/test.json,{folder}/task4/group/test.json"
+  config.eval.train_data = f"{folder}/task4/individual/train.json"
+  if calibrate:
+    config.eval.calibration_data = f"{folder}/task4/individual/validation.json"
+
+
 def get_config():
   config = base.get_config()
   config.model.path = "checkpoints/smollm2-135m-instruct"
@@ -56,8 +66,7 @@ def get_config():
       "loss": {"token_ce": 0.0, "option_kl": 1.0}})
 
   # Evaluation (zero-shot and two-stage alike): held-out respondents of the GSS 2018 test split.
-  config.eval.data = f"{GSS2018}/task4/individual/test.json,{GSS2018}/task4/group/test.json"
-  config.eval.train_data = f"{GSS2018}/task4/individual/train.json"
+  use_data(config, GSS2018)
   config.eval.baselines = ("uniform", "marginal", "logreg")
   config.eval.max_respondents = 24
   config.eval.group_prompts = False

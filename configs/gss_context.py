@@ -13,9 +13,6 @@ DATA = "data/gss2018_context"
 
 def get_config():
   config = demo.get_config()
-  config.stage2.data.train = f"{DATA}/task4/individual/train.json"
-  config.eval.data = f"{DATA}/task4/individual/test.json,{DATA}/task4/group/test.json"
-  config.eval.train_data = f"{DATA}/task4/individual/train.json"
-  config.eval.calibration_data = f"{DATA}/task4/individual/validation.json"
+  demo.use_data(config, DATA, calibrate=True)
   config.eval.baselines = ("uniform", "marginal", "logreg", "logreg_context")
   return config

@@ -20,10 +20,7 @@ def get_config():
   config = demo.get_config()
   # Stage I stays on the GSS abortion items (other items than the spending ones); Stage II trains
   # on the training side's items only.
-  config.stage2.data.train = f"{DATA}/task4/individual/train.json"
-  config.eval.data = f"{DATA}/task4/individual/test.json,{DATA}/task4/group/test.json"
-  config.eval.train_data = f"{DATA}/task4/individual/train.json"
-  config.eval.calibration_data = f"{DATA}/task4/individual/validation.json"
+  demo.use_data(config, DATA, calibrate=True)
   # Baselines that can answer an unseen question (a per-question table cannot).
   config.eval.baselines = ("uniform", "position_prior", "tfidf_transfer", "demographics_pooled")
   # 4 held-out items: 120 test respondents give ~450 answers.

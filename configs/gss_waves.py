@@ -17,10 +17,7 @@ DATA = "data/gss_abortion_waves"
 def get_config():
   config = demo.get_config()
   config.stage1.data.train = f"{DATA}/foundation_quan/train.json"
-  config.stage2.data.train = f"{DATA}/task4/individual/train.json"
-  config.eval.data = f"{DATA}/task4/individual/test.json,{DATA}/task4/group/test.json"
-  config.eval.train_data = f"{DATA}/task4/individual/train.json"
-  config.eval.calibration_data = f"{DATA}/task4/individual/validation.json"
+  demo.use_data(config, DATA, calibrate=True)
   config.eval.baselines = ("uniform", "marginal", "persistence", "logreg_year")
   # 7 yes/no items: 80 test respondents of 2008-2018 give ~330 answers.
   config.eval.max_respondents = 80
