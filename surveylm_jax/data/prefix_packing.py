@@ -29,9 +29,13 @@ GROUP_COUNT_KEYS = COUNT_KEYS + ("groups", "prefix_tokens", "shared_tokens_saved
 
 def prefix_key(record) -> str | None:
   """Records whose prompt text before the question is identical share a prefix: the instruction up
-  to the end of the background / group block (the reader's first cut span); None = no sharing."""
+  to the end of the last block before it (background / group block, interview history, answers in
+  context: the reader's cut spans); None = no sharing. Keying on the whole run of blocks matters
+  for answers in context: a respondent's records that show the same context answers share
+  background and context, and the one showing another context is keyed apart instead of cutting
+  every record's shared prefix back to the background."""
   if record.cut_spans:
-    return record.instruction[:record.cut_spans[0][1]]
+    return record.instruction[:max(end for _, end in record.cut_spans)]
   return None
 
 

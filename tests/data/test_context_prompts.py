@@ -146,3 +146,24 @@ def test_context_keys_are_registered_all_or_none():
   with pytest.raises(ValueError, match=r"has \['context', 'context_question'\] but not \['context_answer'\]"):
     prompt_layouts.register_language("zz_half", {"survey_response": layout})
   assert "zz_half" not in prompt_layouts.LANGUAGES
+
+
+def test_prefix_key_spans_background_and_context():
+  from surveylm_jax.data.prefix_packing import group_by_prefix, prefix_key
+  background = [("age", "45"), ("sex", "female")]
+  same = [("Are we spending too much on parks?", "B. about right"), ("On roads?", "A. too little")]
+  other = [("Are we spending too much on parks?", "B. about right"), ("On space?", "C. too much")]
+
+  def record(question, context):
+    text = survey_prompts.survey_response("en", 2018, background, question, ["too little", "too much"],
+                                          context=context)
+    return _read(text, "A. too little")
+  records = [record("On welfare?", same), record("On health?", same), record("On roads?", other),
+             record("On welfare?", ())]
+  keys = [prefix_key(r) for r in records]
+  # Same background and same context: one key that ends after the context block.
+  assert keys[0] == keys[1] and keys[0].rstrip().endswith("Your answer: A. too little")
+  assert "On welfare?" not in keys[0] and "On health?" not in keys[0]
+  assert keys[2] != keys[0] and keys[2].startswith(keys[3])   # another context; no context: background
+  assert keys[3].rstrip().endswith("your sex: female")
+  assert group_by_prefix(records) == [[0, 1], [2], [3]]
