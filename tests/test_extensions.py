@@ -62,8 +62,9 @@ def test_registry_names_in_eval_fail_with_the_registered_names():
     extensions.check_config(config)
   config = tiny.get_config()
   config.eval.baselines = ("uniform", "laplace")
-  with pytest.raises(ValueError, match=r"unknown baseline 'laplace'; registered: logreg, majority, "
-                                       r"marginal, uniform"):
+  with pytest.raises(ValueError, match=r"unknown baseline 'laplace'; registered: demographics_pooled, "
+                                       r"gboost_context, logreg, logreg_context, logreg_year, majority, "
+                                       r"marginal, persistence, position_prior, tfidf_transfer, uniform"):
     extensions.check_config(config)
   config = tiny.get_config()
   config.eval.metrics = ("top_share",)
