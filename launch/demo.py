@@ -8,7 +8,6 @@ report.md, plots/} comparing zero-shot, two-stage and the baselines. A finished 
 reused stage by stage (delete it to start over).
 """
 import copy
-import json
 import os
 import time
 
@@ -65,20 +64,13 @@ class Clock:
     return [f"{name}: {end - t:.0f} s" for (name, t), end in zip(self.marks, ends)]
 
 
-def _cached_eval(path: str):
-  metrics = paths.join(path, "eval", "metrics.json")   # written last and whole (eval/report.py)
-  if metrics.exists():
-    return json.loads(paths.read_text(metrics))
-  return None
-
-
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   compile_cache.enable(_CONFIG.value.compile_cache.dir,   # before the first compile
                        min_compile_secs=_CONFIG.value.compile_cache.min_compile_secs)
   extensions.load(_CONFIG.value)   # config.extra_modules, then registry names checked
-  from surveylm_jax.eval import comparison, forgetting, runner
+  from surveylm_jax.eval import comparison, forgetting, report, runner
   config, workdir = _CONFIG.value, _WORKDIR.value
   paths.check_writable(workdir, "workdir")   # before the first of three long stages
   _check_inputs(config)
@@ -86,7 +78,7 @@ def main(argv):
 
   clock.stage("1/3 zero-shot evaluation of the base model")
   zero_dir = os.fspath(paths.join(workdir, "zero_shot"))
-  zero_shot = _cached_eval(zero_dir)
+  zero_shot = report.finished_metrics(zero_dir)
   if zero_shot is None:
     zero_config = two_stage.stage_config(config, "stage2")
     zero_config.eval.adapter = ""
@@ -96,7 +88,7 @@ def main(argv):
 
   clock.stage("2/3 Stage I + Stage II LoRA fine-tuning, then evaluation")
   two_dir = os.fspath(paths.join(workdir, "two_stage"))
-  tuned = _cached_eval(paths.join(two_dir, "stage2"))
+  tuned = report.finished_metrics(paths.join(two_dir, "stage2"))
   if tuned is None:
     tuned = two_stage.run(copy.deepcopy(config), two_dir)["eval"]
   else:
@@ -118,13 +110,13 @@ def main(argv):
     if path.exists():
       curves[title] = comparison.read_curve(path)
   summary["seconds"] = time.time() - clock.start
-  report = comparison.write_report(workdir, summary, curves, clock.durations())
+  report_path = comparison.write_report(workdir, summary, curves, clock.durations())
   print("\n" + comparison.table(summary) + "\n")
   if other_survey is not None:
     print("Another survey's items (no forgetting):\n" + comparison.forgetting_table(other_survey) + "\n")
   for name, ok in summary["checks"].items():
     print(f"  {name.replace('_', ' ')}: {'yes' if ok else 'no'}")
-  print(f"\n[{clock.elapsed()}] report: {report}  summary: {paths.join(workdir, 'summary.json')}",
+  print(f"\n[{clock.elapsed()}] report: {report_path}  summary: {paths.join(workdir, 'summary.json')}",
         flush=True)
 
 

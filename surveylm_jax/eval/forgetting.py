@@ -16,12 +16,11 @@ a leak would make "no forgetting" trivially true.
 from __future__ import annotations
 
 import copy
-import json
 import os
 
 from surveylm_jax import paths
 from surveylm_jax.cli import ConfigError
-from surveylm_jax.eval import comparison, runner
+from surveylm_jax.eval import comparison, report, runner
 
 METRICS = ("accuracy", "macro_f1", "nll", "w1_normalized")
 
@@ -56,11 +55,6 @@ def eval_config(stage2_config, spec, adapter: str):
   return c
 
 
-def _cached(folder) -> dict | None:
-  metrics = paths.join(folder, "eval", "metrics.json")
-  return json.loads(paths.read_text(metrics)) if metrics.exists() else None
-
-
 def run(stage_configs: dict, spec, zero_dir: str, two_dir: str) -> dict:
   """{'zero_shot', 'two_stage', 'baselines', 'data', 'no_worse'} on the other survey's items.
 
@@ -72,7 +66,7 @@ def run(stage_configs: dict, spec, zero_dir: str, two_dir: str) -> dict:
   for name, folder, adapter in (("zero_shot", paths.join(zero_dir, "forgetting"), ""),
                                 ("two_stage", paths.join(two_dir, "forgetting"),
                                  os.fspath(paths.join(two_dir, "stage2", "adapter")))):
-    metrics = _cached(folder)
+    metrics = report.finished_metrics(folder)
     if metrics is None:
       print(f"== No-forgetting check: {name} on {spec.data}", flush=True)
       metrics = runner.evaluate(eval_config(s2, spec, adapter), os.fspath(folder))

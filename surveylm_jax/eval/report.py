@@ -453,7 +453,14 @@ def write_report(out_dir: paths.PathLike, result: dict, rows: list, per_group: l
   paths.write_text(written["predictions"], _jsonl(rows))
   paths.write_text(written["groups"], _jsonl(per_group))
   paths.write_text(written["report"], markdown(result, plots))
-  # Last and whole: an existing metrics.json marks a finished evaluation (launch/demo.py reuses it).
+  # Last and whole: an existing metrics.json marks a finished evaluation (`finished_metrics`).
   paths.write_atomic(written["metrics"],
                      json.dumps(result, indent=1, ensure_ascii=False, default=_json_default))
   return {**{k: os.fspath(v) for k, v in written.items()}, "plots": plots}
+
+
+def finished_metrics(workdir) -> dict | None:
+  """The metrics of a finished `runner.evaluate(config, workdir)` (WORKDIR/eval/metrics.json,
+  local or gs://), or None: launch.demo and the no-forgetting check reuse finished runs."""
+  metrics = paths.join(workdir, "eval", "metrics.json")
+  return json.loads(paths.read_text(metrics)) if metrics.exists() else None

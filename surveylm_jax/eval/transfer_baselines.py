@@ -25,7 +25,7 @@ import numpy as np
 
 from surveylm_jax.data.answers import answer_key
 from surveylm_jax.data.question_catalog import QuestionCatalog, codebook_catalogs
-from surveylm_jax.eval import baselines
+from surveylm_jax.eval import baselines, canonical
 from surveylm_jax.eval.baselines import (logistic_regression, profile_features, question_key,
                                          register_baseline, smooth)
 
@@ -55,16 +55,18 @@ class CanonicalPositions:
       self._by_path[path] = self._by_files[files]
     return self._by_path[path]
 
-  def canonical_options(self, record) -> tuple:
-    return self._catalog_for(record).resolve_record(record).options
+  def view(self, record) -> canonical.CanonicalView:
+    return canonical.view(self._catalog_for(record), record)
+
+  def canonical_options(self, record) -> list:
+    return self.view(record).options
 
   def of_listed(self, record) -> np.ndarray:
-    """pos[i] = canonical position of the i-th listed option."""
-    index = {answer_key(t): j for j, t in enumerate(self.canonical_options(record))}
-    return np.asarray([index[answer_key(t)] for t in record.option_texts()], np.int64)
+    """pos[i] = canonical position of the i-th listed option (the inverse of the view's perm)."""
+    return np.argsort(self.view(record).perm)
 
   def of_answer(self, record) -> int:
-    return int(self.of_listed(record)[record.target_index])
+    return self.view(record).index(record.target_index)
 
 
 def _stretch(shares: np.ndarray, k: int) -> np.ndarray:
