@@ -56,6 +56,7 @@ import re
 import statistics
 import sys
 import time
+import weakref
 import numpy as np
 
 from tools.bench.tpu_memory_plan import MODELS as TPU_PLAN_MODELS
@@ -497,7 +498,9 @@ def main(argv=None) -> dict:
           record(a, p, status="skipped", reason=f"time budget {args.budget_s:g} s")
         continue
       # One set of params per model (the attention option changes no param).
-      arrays_before = len(jax.live_arrays())
+      gc.collect()
+      # Weak references: arrays of earlier work that die meanwhile must not make the count < 0.
+      arrays_before = [weakref.ref(a) for a in jax.live_arrays()]
       config = bench_config(hf, "xla", args.remat)
       mesh = sharding.make_mesh(config.mesh.to_dict(), [device])
       try:
@@ -565,8 +568,9 @@ def main(argv=None) -> dict:
       gc.collect()
       jax.clear_caches()
       gc.collect()
-      report.setdefault("arrays_left_after_free", {})[name] = (len(jax.live_arrays())
-                                                               - arrays_before)
+      still_alive = {id(r()) for r in arrays_before if r() is not None}
+      report.setdefault("arrays_left_after_free", {})[name] = sum(
+          id(a) not in still_alive for a in jax.live_arrays())
   finally:
     root.removeHandler(capture)
     root.setLevel(old_level)
