@@ -50,7 +50,7 @@ $(ABORTION2018): $(STAMP) configs/surveys/gss_abortion.yaml
 CONVERT := $(PY) -m tools.survey_to_alignsurvey --codebook
 data-generalization: data/gss2018_unseen/conversion_report.json data/gss_abortion_waves/conversion_report.json \
     data/gss2018_context/conversion_report.json data/wvs1995/conversion_report.json \
-    data/ces2011/conversion_report.json
+    data/ces2011/conversion_report.json data/gss2018_population/conversion_report.json
 
 data/gss2018_unseen/conversion_report.json: $(STAMP) configs/surveys/gss2018_spending.yaml
 	$(CONVERT) configs/surveys/gss2018_spending.yaml --out data/gss2018_unseen \
@@ -64,6 +64,10 @@ data/gss_abortion_waves/conversion_report.json: $(STAMP) configs/surveys/gss_abo
 data/gss2018_context/conversion_report.json: $(STAMP) configs/surveys/gss2018_spending.yaml
 	$(CONVERT) configs/surveys/gss2018_spending.yaml --out data/gss2018_context \
 	    --split "{context_answers: 4, validation_fraction: 0.02}" > /dev/null
+
+data/gss2018_population/conversion_report.json: $(STAMP) configs/surveys/gss2018_spending.yaml
+	$(CONVERT) configs/surveys/gss2018_spending.yaml --out data/gss2018_population \
+	    --split "{kinds: [population], population: {field: race, values: [black]}, validation_fraction: 0.03}" > /dev/null
 
 data/wvs1995/conversion_report.json: $(STAMP) configs/surveys/wvs1995_poverty.yaml
 	$(CONVERT) configs/surveys/wvs1995_poverty.yaml --out data/wvs1995 > /dev/null
