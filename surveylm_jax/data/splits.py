@@ -41,6 +41,10 @@ MISSING_VALUE = "<missing>"
 # Seed streams: each choice draws from its own generator, so adding one kind does not move another.
 _RESPONDENT_STREAM, _QUESTION_STREAM, _VALIDATION_STREAM = 1, 2, 3
 FRACTION_TOLERANCE = 0.05
+# A pair of profile values (e.g. female and 18-29) is reported missing from the test side only
+# when the achieved fraction would have put at least this many of its persons there: rarer pairs
+# miss the test side by chance.
+PAIR_EXPECTED_MIN = 3.0
 
 
 def profile_of(demographics: dict, fields) -> tuple:
@@ -237,6 +241,37 @@ def _warnings(codebook, respondents, cells: CellSplit, sides: dict, achieved: fl
     if lacking:
       warnings.append(f"the test side has no respondent with {field} in {lacking}, which the train "
                       "side has: it does not represent the whole")
+  return warnings + _pair_warnings(codebook, respondents, cells, achieved)
+
+
+def _pair_warnings(codebook, respondents, cells: CellSplit, achieved: float) -> list:
+  """Pairs of profile values that the test side lacks although the achieved fraction would have
+  given it at least PAIR_EXPECTED_MIN of their persons (one line per pair of fields)."""
+  spec = codebook.split
+  fields = [f for f in spec.profile
+            if not ("population" in spec.kinds and f == spec.population_field)]
+  person_sides, person_values = collections.defaultdict(set), {}
+  for r in respondents:
+    person_values.setdefault(r.person_id, r.demographics)
+    person_sides[r.person_id].update(cells.side(r.respondent_id, c) for c in r.answers)
+  warnings = []
+  for i, first in enumerate(fields):
+    for second in fields[i + 1:]:
+      everyone, on_test = collections.Counter(), collections.Counter()
+      for person, sides in person_sides.items():
+        pair = (person_values[person].get(first), person_values[person].get(second))
+        if None in pair or not sides & {TRAIN, TEST}:
+          continue
+        everyone[pair] += 1
+        on_test[pair] += TEST in sides
+      lacking = sorted(((n * achieved, pair) for pair, n in everyone.items()
+                        if not on_test[pair] and n * achieved >= PAIR_EXPECTED_MIN),
+                       key=lambda item: (-item[0], item[1]))   # most expected first
+      if lacking:
+        listed = ", ".join(f"{a}/{b} (~{e:.0f} expected)" for e, (a, b) in lacking[:5])
+        more = f" and {len(lacking) - 5} more" if len(lacking) > 5 else ""
+        warnings.append(f"the test side has no respondent with {first}/{second} = {listed}{more}: "
+                        "it does not represent the whole")
   return warnings
 
 

@@ -47,6 +47,38 @@ def test_profile_kind_keeps_the_old_behaviour_and_warns(tmp_path):
   warnings = conversion.report["warnings"]
   assert any("achieved test fraction" in w for w in warnings)
   assert any("does not represent" in w for w in warnings)
+  # Whole profiles moved: every (sex, age group) pair with no test person is named, with the
+  # count the achieved fraction would have given it.
+  pair_lines = [w for w in warnings if w.startswith("the test side has no respondent with sex/age_group")]
+  assert len(pair_lines) == 1
+  missing = [p for p, s in sides.items() if not s["test"]]
+  assert missing
+  for sex, age in missing:
+    expected = round((len(sides[(sex, age)]["train"])) * achieved)
+    assert f"{sex}/{age} (~{expected} expected)" in pair_lines[0]
+  assert sum(pair_lines[0].count(f" {a}/{b} (") for a, b in sides) == len(missing)
+
+
+def test_a_pair_of_values_missing_from_the_test_side_is_named_where_each_value_is_not():
+  from types import SimpleNamespace as NS
+  from surveylm_jax.data import splits
+  # Every sex and every age band is on the test side, but only as male/young and female/old.
+  people = ([("male", "young", "test")] * 5 + [("female", "old", "test")] * 5
+            + [("male", "old", "train")] * 40 + [("female", "young", "train")] * 40
+            + [("male", "young", "train")] * 15 + [("female", "old", "train")] * 15
+            + [("female", "other", "train")] * 4)   # 4 x 0.08 expected: too rare to name
+  respondents = [NS(person_id=i, respondent_id=i, demographics={"sex": a, "age": b}, answers={"q": 1})
+                 for i, (a, b, _) in enumerate(people)]
+  cells = NS(side=lambda rid, c: people[rid][2])
+  codebook = NS(split=NS(profile=("sex", "age"), kinds=("respondent",), population_field=None))
+  achieved = 10 / len(people)
+  [line] = splits._pair_warnings(codebook, respondents, cells, achieved)
+  assert line == ("the test side has no respondent with sex/age = female/young (~3 expected), "
+                  "male/old (~3 expected): it does not represent the whole")
+  assert splits._pair_warnings(codebook, respondents, cells, achieved / 2) == []   # ~1.6 each
+  # The population field is left out: its test side holds the listed values on purpose.
+  codebook.split = NS(profile=("sex", "age"), kinds=("population",), population_field="age")
+  assert splits._pair_warnings(codebook, respondents, cells, achieved) == []
 
 
 def test_per_question_and_per_column_missing_codes(tmp_path):
