@@ -1,4 +1,4 @@
-"""The demo's pipeline with budgets for the results table (not part of CI; about 40 minutes on a
+"""The demo's pipeline with budgets for the results table (not part of CI; about 21 minutes on a
 2-core CPU): Stage I on the GSS 2018 abortion items, Stage II on the GSS 2018 spending items,
 zero-shot and two-stage evaluation on 120 held-out respondents beside the baselines.
 
