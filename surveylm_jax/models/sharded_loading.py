@@ -72,7 +72,9 @@ def make_sharded_array(shape, sharding: jax.sharding.Sharding, read) -> jax.Arra
       shards.append(jax.device_put(placed[box], device))
     else:
       host = read(index)
-      shards.append(placed.setdefault(box, jax.device_put(host, device)))
+      # device_put is asynchronous and keeps `host` alive until the copy is done: waiting for
+      # it bounds host memory to one slice, where a busy machine would otherwise pile up reads.
+      shards.append(placed.setdefault(box, jax.device_put(host, device).block_until_ready()))
       del host   # only the device copy stays (on accelerators, host memory is freed here)
   return jax.make_array_from_single_device_arrays(tuple(shape), sharding, shards)
 
